@@ -1,0 +1,89 @@
+"""The error vocabulary of ocimirror.
+
+Every failure is either *permanent* (retrying cannot help: a missing tag, a bad digest, refused credentials)
+or *transient* (the same request may succeed later: 5xx, 429, resets, timeouts). Prefect retries and the
+registry client both decide on that split alone, so every error raised by the core derives from one of them.
+"""
+
+from __future__ import annotations
+
+
+class OcimirrorError(Exception):
+    """Base of every error ocimirror raises on purpose."""
+
+
+class PermanentError(OcimirrorError):
+    """Retrying the same operation cannot succeed."""
+
+
+class TransientError(OcimirrorError):
+    """The operation may succeed if tried again; ``retry_after`` is the server's hint in seconds, if any."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class InvalidDigest(PermanentError, ValueError):
+    """A digest string is not ``algorithm:hex`` with a supported algorithm and the right length."""
+
+
+class InvalidReference(PermanentError, ValueError):
+    """An image reference cannot be parsed; the message names the bad part."""
+
+
+class InvalidPlatform(PermanentError, ValueError):
+    """A platform specifier such as ``linux/arm/v7`` cannot be parsed."""
+
+
+class InvalidManifest(PermanentError):
+    """A manifest or index body does not match its declared media type or cannot be decoded."""
+
+
+class UnsupportedSchema1(InvalidManifest):
+    """Docker image manifest schema 1 is deprecated and refused, as containerd and distribution do."""
+
+
+class DocumentTooLarge(InvalidManifest):
+    """A manifest or index is larger than the 4 MiB cap that registries also enforce."""
+
+
+class DigestMismatch(PermanentError):
+    """Content hashed to a different digest than its descriptor declares."""
+
+
+class SizeMismatch(PermanentError):
+    """Content is shorter or longer than its descriptor declares."""
+
+
+class NotFound(PermanentError):
+    """The requested content, manifest, tag or repository does not exist."""
+
+
+class AlreadyExists(OcimirrorError):
+    """The content is already committed; callers that only want it present treat this as success."""
+
+
+class Unauthorized(PermanentError):
+    """Credentials were missing, refused, or do not grant access (HTTP 401/403 after authenticating)."""
+
+
+class ConfigError(PermanentError, ValueError):
+    """A configuration file or option is invalid; the message says where."""
+
+
+class StoreError(PermanentError):
+    """The store is unusable or inconsistent (for example a corrupt ``index.json``)."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether retrying the operation that raised ``error`` could help.
+
+    Errors from outside ocimirror (for example an ``OSError`` from a filesystem backend) count as transient:
+    the cautious choice for I/O, while everything ocimirror knows to be final is a ``PermanentError``.
+    """
+    if isinstance(error, PermanentError):
+        return False
+    if isinstance(error, TransientError):
+        return True
+    return isinstance(error, (OSError, TimeoutError, ConnectionError))

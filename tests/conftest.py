@@ -1,0 +1,6 @@
+"""Shared fixtures live in tests/fixtures/ as plugins, one module per kind of real server."""
+
+pytest_plugins = [
+    "tests.fixtures.registry",
+    "tests.fixtures.objectstores",
+]
