@@ -1,0 +1,277 @@
+"""Store backends for object stores (S3 and GCS, through s3fs and gcsfs).
+
+Object stores have no rename, so a blob cannot be written aside and moved into place as on local disk.
+Instead a blob streams straight to its final key ``blobs/<alg>/<hex>`` as a multipart (S3) or resumable
+(GCS) upload while it is hashed; the upload is completed only once size and digest check, and aborted
+otherwise. An object appears only when its upload completes, so nothing unverified is ever visible, and an
+aborted upload leaves neither an object nor an incomplete multipart upload behind.
+
+Memory stays flat in blob size: the fsspec file buffers at most one part (``PART_SIZE``) before sending it.
+
+``index.json`` is shared by every writer of the store, on any machine, so it is replaced with a
+conditional write against the version that was read (S3 ``If-Match`` / ``If-None-Match``, GCS
+``ifGenerationMatch``), and the read-modify-write is retried when another writer got there first.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from fsspec import AbstractFileSystem
+from fsspec.asyn import sync
+
+from ..content import Status
+from ..descriptor import Descriptor
+from ..digest import Verifier, blob_path
+from ..errors import DigestMismatch, SizeMismatch, StoreError, TransientError
+from .backend import Backend, Mutation
+
+#: Bytes buffered before a part is uploaded. S3 needs at least 5 MiB per part but the last; GCS needs
+#: multiples of 256 KiB; 8 MiB satisfies both and keeps ~1250 parts under S3's 10 000 for a 10 GB layer.
+PART_SIZE = 8 * 2**20
+
+#: How often ``update`` re-reads and retries after losing a race, and the backoff between tries.
+UPDATE_ATTEMPTS = 50
+UPDATE_BACKOFF_FIRST = 0.02
+UPDATE_BACKOFF_MAX = 1.0
+
+
+def backend_for_object_store(fs: AbstractFileSystem, root: str) -> Backend:
+    """The backend for a store at ``root`` (``bucket/prefix``, with or without protocol) on an S3 or GCS
+    filesystem."""
+    protocols = set((fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol)
+    if protocols & {"s3", "s3a"}:
+        return S3Backend(fs, root)
+    if protocols & {"gs", "gcs"}:
+        return GCSBackend(fs, root)
+    raise StoreError(f"no object store backend for filesystem protocol {sorted(protocols)}")
+
+
+class VersionConflict(Exception):
+    """The object changed (or appeared, or vanished) since it was read: read it again and retry."""
+
+
+class ObjectBlobWriter:
+    """Streams one blob to its final key, hashing as it goes; completes the upload only if it verifies.
+
+    Always end with ``commit`` or ``close``: ``close`` without a successful ``commit`` aborts the upload.
+    """
+
+    def __init__(self, backend: ObjectStoreBackend, ref: str, descriptor: Descriptor) -> None:
+        self.ref = ref
+        self.descriptor = descriptor
+        self._backend = backend
+        self._verifier = Verifier(descriptor.digest, descriptor.size)
+        # autocommit=False: the fsspec file never completes the upload on its own (not on close, not when
+        # garbage collected); only ``commit`` below does, after verification.
+        self._file = backend.fs.open(
+            backend.key(blob_path(descriptor.digest)), "wb", block_size=PART_SIZE, autocommit=False
+        )
+        self._finished = False
+        self.started_at = self.updated_at = datetime.now(UTC)
+
+    @property
+    def offset(self) -> int:
+        """Bytes written so far; an object store upload cannot be resumed by another writer, so it starts at 0."""
+        return self._verifier.offset
+
+    def write(self, chunk: bytes) -> None:
+        """Hash and buffer ``chunk``; a full part is uploaded as it fills."""
+        if self._finished:
+            raise StoreError(f"ingest {self.ref} is already committed or closed")
+        self._verifier.update(chunk)
+        self._file.write(chunk)
+        self.updated_at = datetime.now(UTC)
+
+    def commit(self) -> None:
+        """Complete the upload if size and digest match; otherwise abort it and raise."""
+        if self._finished:
+            raise StoreError(f"ingest {self.ref} is already committed or closed")
+        try:
+            self._verifier.verify()
+            self._file.flush(force=True)
+            self._file.commit()
+            self._file.close()
+        except BaseException:
+            self._abort()
+            raise
+        finally:
+            self._finish()
+
+    def close(self) -> None:
+        """Abort the upload unless it was committed: nothing of it stays visible or billed."""
+        if not self._finished:
+            try:
+                self._abort()
+            finally:
+                self._finish()
+
+    def status(self) -> Status:
+        """Where this ingest stands."""
+        return Status(
+            ref=self.ref,
+            offset=self.offset,
+            total=self.descriptor.size,
+            expected=self.descriptor.digest,
+            started_at=self.started_at,
+            updated_at=self.updated_at,
+        )
+
+    def _abort(self) -> None:
+        """Abort the multipart/resumable upload; nothing was sent for a blob still within its first part."""
+        try:
+            self._file.discard()
+        finally:
+            # Closed by hand: fsspec's close() would flush the buffer, starting an upload that nobody ends.
+            self._file.closed = True
+
+    def _finish(self) -> None:
+        self._finished = True
+        self._backend.forget(self)
+
+
+class ObjectStoreBackend:
+    """What S3 and GCS share: keys under the root, blob writers and their statuses, and a read-modify-write
+    loop over a conditional write that each service provides."""
+
+    def __init__(self, fs: AbstractFileSystem, root: str) -> None:
+        self.fs = fs
+        self.root = fs._strip_protocol(root).rstrip("/")
+        self._writers: dict[int, ObjectBlobWriter] = {}
+        self._lock = threading.Lock()
+
+    def key(self, path: str) -> str:
+        """The object key (``bucket/prefix/path``) of a path inside the store."""
+        return f"{self.root}/{path}"
+
+    def blob_writer(self, ref: str, descriptor: Descriptor) -> ObjectBlobWriter:
+        """A writer streaming ``descriptor``'s blob to its final key, visible only after a verified commit."""
+        writer = ObjectBlobWriter(self, ref, descriptor)
+        with self._lock:
+            self._writers[id(writer)] = writer
+        return writer
+
+    def forget(self, writer: ObjectBlobWriter) -> None:
+        """Drop a finished writer from the statuses."""
+        with self._lock:
+            self._writers.pop(id(writer), None)
+
+    def statuses(self) -> list[Status]:
+        """The uploads this process has open under the store.
+
+        Uploads in flight cannot be resumed from another process, so other processes' ingests are not listed.
+        """
+        with self._lock:
+            writers = list(self._writers.values())
+        return [writer.status() for writer in writers]
+
+    def update(self, path: str, mutate: Mutation) -> bytes:
+        """Replace ``path`` with ``mutate(current)`` only if nobody changed it in between; else re-read and retry.
+
+        ``mutate`` may run several times and must depend only on its argument.
+        """
+        key = self.key(path)
+        for attempt in range(UPDATE_ATTEMPTS):
+            try:
+                return self._update_once(key, mutate)
+            except VersionConflict:
+                delay = min(UPDATE_BACKOFF_MAX, UPDATE_BACKOFF_FIRST * 2**attempt)
+                time.sleep(delay * random.uniform(0.5, 1.5))
+            finally:
+                # fsspec's listings cache would otherwise still show the key's old size or absence.
+                self.fs.invalidate_cache(key)
+        raise TransientError(f"{key}: still changing under concurrent writers after {UPDATE_ATTEMPTS} attempts")
+
+    def _update_once(self, key: str, mutate: Mutation) -> bytes:
+        current, version = self.read_versioned(key)
+        content = mutate(current)
+        if content != current:
+            self.write_if_version(key, content, version)
+        return content
+
+    def read_versioned(self, key: str) -> tuple[bytes | None, Any]:
+        """The object's content and a version token for ``write_if_version``; ``(None, None)`` if absent."""
+        raise NotImplementedError
+
+    def write_if_version(self, key: str, content: bytes, version: Any) -> None:
+        """Write ``content`` only if the object is still at ``version`` (absent if ``None``), else raise
+        ``VersionConflict``."""
+        raise NotImplementedError
+
+
+class S3Backend(ObjectStoreBackend):
+    """S3: the ETag is the version; ``If-Match`` replaces, ``If-None-Match: *`` creates."""
+
+    def read_versioned(self, key: str) -> tuple[bytes | None, str | None]:
+        bucket, name, _ = self.fs.split_path(key)
+        try:
+            return sync(self.fs.loop, self._get_object, bucket, name)
+        except FileNotFoundError:
+            return None, None
+
+    async def _get_object(self, bucket: str, name: str) -> tuple[bytes, str]:
+        """Body and ETag from one GET, so the content is exactly the version the ETag names."""
+        response = await self.fs._call_s3("get_object", Bucket=bucket, Key=name)
+        async with response["Body"] as body:
+            return await body.read(), response["ETag"]
+
+    def write_if_version(self, key: str, content: bytes, version: str | None) -> None:
+        bucket, name, _ = self.fs.split_path(key)
+        condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+        try:
+            self.fs.call_s3("put_object", Bucket=bucket, Key=name, Body=content, **condition)
+        except (FileExistsError, FileNotFoundError) as error:
+            # s3fs maps a failed If-None-Match to FileExistsError; a replaced object deleted meanwhile is 404.
+            raise VersionConflict(key) from error
+        except OSError as error:
+            if _is_s3_conflict(error):
+                raise VersionConflict(key) from error
+            raise
+
+
+def _is_s3_conflict(error: BaseException) -> bool:
+    """Whether s3fs's translated error is S3 refusing a conditional write: 412 Precondition Failed, or 409
+    ConditionalRequestConflict (another conditional write to the key in flight)."""
+    response = getattr(error.__cause__, "response", None) or {}
+    code = response.get("Error", {}).get("Code")
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in {"PreconditionFailed", "ConditionalRequestConflict"} or status in {409, 412}
+
+
+class GCSBackend(ObjectStoreBackend):
+    """GCS: the generation is the version; ``ifGenerationMatch`` replaces, with 0 meaning "does not exist"."""
+
+    def read_versioned(self, key: str) -> tuple[bytes | None, int | None]:
+        bucket, name, _ = self.fs.split_path(key)
+        try:
+            metadata = self.fs.call("GET", "b/{}/o/{}", bucket, name, json_out=True)
+            generation = int(metadata["generation"])
+            # Metadata first, content second: the content is then never older than the generation, so a
+            # write conditioned on that generation cannot be based on stale content.
+            _, content = self.fs.call("GET", "b/{}/o/{}", bucket, name, alt="media", ifGenerationMatch=generation)
+        except FileNotFoundError:
+            return None, None
+        except FileExistsError as error:  # 412: replaced between the two requests
+            raise VersionConflict(key) from error
+        return content, generation
+
+    def write_if_version(self, key: str, content: bytes, version: int | None) -> None:
+        from gcsfs.core import quote
+
+        bucket, name, _ = self.fs.split_path(key)
+        try:
+            self.fs.call(
+                "POST",
+                f"{self.fs._location}/upload/storage/v1/b/{quote(bucket)}/o",
+                uploadType="media",
+                name=name,
+                ifGenerationMatch=str(version or 0),
+                data=content,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+        except FileExistsError as error:  # gcsfs maps 412 Precondition Failed to FileExistsError
+            raise VersionConflict(key) from error
