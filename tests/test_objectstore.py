@@ -1,0 +1,255 @@
+"""The S3 and GCS store backends against real protocol servers (moto, gcp-storage-emulator).
+
+Every test runs on both servers. "Nothing left behind" means: no object at the blob's key and no upload
+that was begun but neither completed nor aborted (S3 multipart upload, GCS resumable session).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+from collections.abc import Iterator
+
+import fsspec
+import pytest
+
+from ocimirror.descriptor import Descriptor
+from ocimirror.digest import blob_path, digest_bytes
+from ocimirror.errors import DigestMismatch, SizeMismatch, StoreError
+from ocimirror.store.objectstore import PART_SIZE, ObjectStoreBackend, backend_for_object_store
+from tests.fixtures.objectstores import ObjectStoreServer
+
+LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+MiB = 2**20
+
+
+@pytest.fixture
+def backend(object_store_server: ObjectStoreServer) -> ObjectStoreBackend:
+    """A backend for a fresh store under its own prefix, as ``open_store`` would build it."""
+    fs, root = fsspec.core.url_to_fs(object_store_server.new_url(), **object_store_server.storage_options)
+    return backend_for_object_store(fs, root)
+
+
+def pattern(size: int, seed: bytes = b"ocimirror", chunk: int = MiB) -> Iterator[bytes]:
+    """Deterministic pseudo-random content, generated chunk by chunk so it is never held whole."""
+    block = hashlib.sha512(seed).digest() * (chunk // 64 + 1)
+    for start in range(0, size, chunk):
+        n = min(chunk, size - start)
+        yield hashlib.sha256(seed + start.to_bytes(8, "big")).digest() + block[: n - 32] if n > 32 else block[:n]
+
+
+def descriptor_of(size: int, seed: bytes = b"ocimirror") -> Descriptor:
+    """The descriptor of ``pattern(size, seed)``, hashed by streaming."""
+    sha = hashlib.sha256()
+    for chunk in pattern(size, seed):
+        sha.update(chunk)
+    return Descriptor(media_type=LAYER, digest=f"sha256:{sha.hexdigest()}", size=size)
+
+
+def blob_key(backend: ObjectStoreBackend, descriptor: Descriptor) -> str:
+    return backend.key(blob_path(descriptor.digest))
+
+
+def assert_nothing_left(backend: ObjectStoreBackend, server: ObjectStoreServer, descriptor: Descriptor) -> None:
+    key = blob_key(backend, descriptor)
+    backend.fs.invalidate_cache()
+    assert not backend.fs.exists(key), f"{key} is visible"
+    prefix = backend.root.split("/", 1)[1]
+    assert server.pending_uploads(prefix) == [], "an upload was left open"
+
+
+def write_all(writer, chunks: Iterator[bytes]) -> None:
+    for chunk in chunks:
+        writer.write(chunk)
+
+
+def test_backend_is_chosen_by_protocol(object_store_server: ObjectStoreServer) -> None:
+    fs, root = fsspec.core.url_to_fs(object_store_server.new_url(), **object_store_server.storage_options)
+    backend = backend_for_object_store(fs, f"{object_store_server.protocol}://{root}/")
+    assert backend.root == root
+    assert backend.key("index.json") == f"{root}/index.json"
+    with pytest.raises(StoreError, match="memory"):
+        backend_for_object_store(fsspec.filesystem("memory"), "/store")
+
+
+@pytest.mark.parametrize("size", [0, 1000, PART_SIZE + 12345], ids=["empty", "small", "multipart"])
+def test_commit_makes_verified_blob_visible(backend: ObjectStoreBackend, size: int) -> None:
+    descriptor = descriptor_of(size)
+    writer = backend.blob_writer("layer-test", descriptor)
+    write_all(writer, pattern(size))
+    assert not backend.fs.exists(blob_key(backend, descriptor)), "visible before commit"
+    writer.commit()
+    writer.close()
+    assert backend.fs.info(blob_key(backend, descriptor))["size"] == size
+    assert digest_bytes(backend.fs.cat_file(blob_key(backend, descriptor))) == descriptor.digest
+    assert backend.statuses() == []
+
+
+def test_statuses_follow_open_writers(backend: ObjectStoreBackend) -> None:
+    descriptor = descriptor_of(3000)
+    writer = backend.blob_writer("layer-status", descriptor)
+    chunks = list(pattern(3000, chunk=1000))
+    writer.write(chunks[0])
+    [status] = backend.statuses()
+    assert (status.ref, status.offset, status.total, status.expected) == ("layer-status", 1000, 3000, descriptor.digest)
+    assert status.started_at <= status.updated_at
+    writer.write(chunks[1])
+    assert backend.statuses()[0].offset == 2000
+    writer.close()
+    assert backend.statuses() == []
+
+
+@pytest.mark.parametrize("size", [1000, 2 * PART_SIZE + 1], ids=["small", "multipart"])
+def test_digest_mismatch_leaves_nothing(
+    backend: ObjectStoreBackend, object_store_server: ObjectStoreServer, size: int
+) -> None:
+    descriptor = descriptor_of(size, seed=b"expected")
+    writer = backend.blob_writer("layer-bad", descriptor)
+    write_all(writer, pattern(size, seed=b"actual"))
+    with pytest.raises(DigestMismatch, match=descriptor.digest):
+        writer.commit()
+    writer.close()
+    assert_nothing_left(backend, object_store_server, descriptor)
+    assert backend.statuses() == []
+
+
+def test_short_content_leaves_nothing(backend: ObjectStoreBackend, object_store_server: ObjectStoreServer) -> None:
+    descriptor = descriptor_of(PART_SIZE + 10)
+    writer = backend.blob_writer("layer-short", descriptor)
+    writer.write(next(pattern(PART_SIZE + 10, chunk=PART_SIZE + 1)))
+    with pytest.raises(SizeMismatch, match="declares"):
+        writer.commit()
+    assert_nothing_left(backend, object_store_server, descriptor)
+
+
+def test_content_longer_than_declared_is_refused_at_once(
+    backend: ObjectStoreBackend, object_store_server: ObjectStoreServer
+) -> None:
+    descriptor = descriptor_of(1000)
+    writer = backend.blob_writer("layer-long", descriptor)
+    writer.write(b"x" * 999)
+    with pytest.raises(SizeMismatch, match="longer"):
+        writer.write(b"yy")
+    writer.close()
+    assert_nothing_left(backend, object_store_server, descriptor)
+
+
+@pytest.mark.parametrize("size", [1000, PART_SIZE + 1], ids=["small", "multipart"])
+def test_close_without_commit_leaves_nothing(
+    backend: ObjectStoreBackend, object_store_server: ObjectStoreServer, size: int
+) -> None:
+    descriptor = descriptor_of(size)
+    writer = backend.blob_writer("layer-abandoned", descriptor)
+    write_all(writer, pattern(size))
+    writer.close()
+    writer.close()  # idempotent
+    assert_nothing_left(backend, object_store_server, descriptor)
+    assert backend.statuses() == []
+
+
+def test_failed_rewrite_keeps_committed_blob(backend: ObjectStoreBackend) -> None:
+    descriptor = descriptor_of(PART_SIZE + 1)
+    writer = backend.blob_writer("layer-good", descriptor)
+    write_all(writer, pattern(PART_SIZE + 1))
+    writer.commit()
+    retry = backend.blob_writer("layer-good", descriptor)
+    write_all(retry, pattern(PART_SIZE + 1, seed=b"corrupt"))
+    with pytest.raises(DigestMismatch):
+        retry.commit()
+    assert digest_bytes(backend.fs.cat_file(blob_key(backend, descriptor))) == descriptor.digest
+
+
+def test_large_blob_streams_and_commits(backend: ObjectStoreBackend, object_store_server: ObjectStoreServer) -> None:
+    size = 40 * MiB + 7
+    descriptor = descriptor_of(size, seed=b"large")
+    writer = backend.blob_writer("layer-large", descriptor)
+    write_all(writer, pattern(size, seed=b"large"))
+    writer.commit()
+    sha = hashlib.sha256()
+    with backend.fs.open(blob_key(backend, descriptor), "rb", block_size=4 * MiB) as stored:
+        while chunk := stored.read(4 * MiB):
+            sha.update(chunk)
+    assert f"sha256:{sha.hexdigest()}" == descriptor.digest
+    assert object_store_server.pending_uploads(backend.root.split("/", 1)[1]) == []
+
+
+def add_entry(name: str):
+    """A mutation adding ``name`` to a JSON list, as an index.json update adds a manifest."""
+
+    def mutate(current: bytes | None) -> bytes:
+        entries = json.loads(current) if current is not None else []
+        return json.dumps([*entries, name]).encode()
+
+    return mutate
+
+
+def test_update_creates_then_replaces(backend: ObjectStoreBackend) -> None:
+    seen: list[bytes | None] = []
+
+    def record(current: bytes | None) -> bytes:
+        seen.append(current)
+        return add_entry(f"e{len(seen)}")(current)
+
+    assert backend.update("index.json", record) == b'["e1"]'
+    assert backend.update("index.json", record) == b'["e1", "e2"]'
+    assert seen == [None, b'["e1"]']
+    assert backend.fs.cat_file(backend.key("index.json")) == b'["e1", "e2"]'
+
+
+def test_update_retries_when_another_writer_got_there_first(backend: ObjectStoreBackend) -> None:
+    """The conditional write must notice a change made between our read and our write."""
+    backend.update("index.json", add_entry("first"))
+    calls = 0
+
+    def racing(current: bytes | None) -> bytes:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # another writer replaces the file while we hold the old version
+            backend.fs.pipe_file(backend.key("index.json"), json.dumps(["first", "other"]).encode())
+        return add_entry("ours")(current)
+
+    assert json.loads(backend.update("index.json", racing)) == ["first", "other", "ours"]
+    assert calls == 2
+
+
+def test_update_create_conflicts_with_concurrent_create(backend: ObjectStoreBackend) -> None:
+    calls = 0
+
+    def racing(current: bytes | None) -> bytes:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            backend.fs.pipe_file(backend.key("index.json"), b'["other"]')
+        return add_entry("ours")(current)
+
+    assert json.loads(backend.update("index.json", racing)) == ["other", "ours"]
+    assert calls == 2
+
+
+def _append_entries(protocol: str, storage_options: dict, root: str, worker: int, count: int) -> None:
+    """One process's share of the concurrent update test."""
+    backend = backend_for_object_store(fsspec.filesystem(protocol, **storage_options), root)
+    for n in range(count):
+        backend.update("index.json", add_entry(f"{worker}-{n}"))
+
+
+def test_concurrent_updates_from_processes_lose_nothing(
+    backend: ObjectStoreBackend, object_store_server: ObjectStoreServer
+) -> None:
+    workers, count = 4, 8
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(
+            target=_append_entries,
+            args=(object_store_server.protocol, object_store_server.storage_options, backend.root, worker, count),
+        )
+        for worker in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [process.exitcode for process in processes] == [0] * workers
+    entries = json.loads(backend.fs.cat_file(backend.key("index.json")))
+    assert sorted(entries) == sorted(f"{w}-{n}" for w in range(workers) for n in range(count))
