@@ -16,7 +16,7 @@ import pytest
 
 from ocimirror.descriptor import Descriptor
 from ocimirror.digest import blob_path, digest_bytes
-from ocimirror.errors import DigestMismatch, SizeMismatch, StoreError
+from ocimirror.errors import AlreadyExists, DigestMismatch, SizeMismatch, StoreError
 from ocimirror.store.objectstore import PART_SIZE, ObjectStoreBackend, backend_for_object_store
 from tests.fixtures.objectstores import ObjectStoreServer
 
@@ -148,15 +148,25 @@ def test_close_without_commit_leaves_nothing(
     assert backend.statuses() == []
 
 
-def test_failed_rewrite_keeps_committed_blob(backend: ObjectStoreBackend) -> None:
-    descriptor = descriptor_of(PART_SIZE + 1)
-    writer = backend.blob_writer("layer-good", descriptor)
-    write_all(writer, pattern(PART_SIZE + 1))
+def test_committed_blob_is_not_written_again(backend: ObjectStoreBackend) -> None:
+    descriptor = descriptor_of(1000)
+    writer = backend.blob_writer("layer-once", descriptor)
+    write_all(writer, pattern(1000))
     writer.commit()
-    retry = backend.blob_writer("layer-good", descriptor)
-    write_all(retry, pattern(PART_SIZE + 1, seed=b"corrupt"))
+    with pytest.raises(AlreadyExists):
+        backend.blob_writer("layer-once", descriptor)
+
+
+def test_failed_racing_writer_keeps_the_committed_blob(backend: ObjectStoreBackend) -> None:
+    """A writer that loses a race with a good one and then fails verification must not remove its blob."""
+    descriptor = descriptor_of(PART_SIZE + 1)
+    late = backend.blob_writer("layer-race", descriptor)
+    good = backend.blob_writer("layer-race", descriptor)
+    write_all(good, pattern(PART_SIZE + 1))
+    good.commit()
+    write_all(late, pattern(PART_SIZE + 1, seed=b"corrupt"))
     with pytest.raises(DigestMismatch):
-        retry.commit()
+        late.commit()
     assert digest_bytes(backend.fs.cat_file(blob_key(backend, descriptor))) == descriptor.digest
 
 

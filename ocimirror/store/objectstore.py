@@ -27,7 +27,7 @@ from fsspec.asyn import sync
 from ..content import Status
 from ..descriptor import Descriptor
 from ..digest import Verifier, blob_path
-from ..errors import DigestMismatch, SizeMismatch, StoreError, TransientError
+from ..errors import AlreadyExists, StoreError, TransientError
 from .backend import Backend, Mutation
 
 #: Bytes buffered before a part is uploaded. S3 needs at least 5 MiB per part but the last; GCS needs
@@ -149,7 +149,13 @@ class ObjectStoreBackend:
         return f"{self.root}/{path}"
 
     def blob_writer(self, ref: str, descriptor: Descriptor) -> ObjectBlobWriter:
-        """A writer streaming ``descriptor``'s blob to its final key, visible only after a verified commit."""
+        """A writer streaming ``descriptor``'s blob to its final key, visible only after a verified commit.
+
+        Raises ``AlreadyExists`` if the blob is committed (one HEAD, past fsspec's listings cache, which
+        may predate another process's commit). A blob of the wrong size counts as absent and is rewritten.
+        """
+        if self.committed_size(self.key(blob_path(descriptor.digest))) == descriptor.size:
+            raise AlreadyExists(f"{descriptor.digest} is already committed")
         writer = ObjectBlobWriter(self, ref, descriptor)
         with self._lock:
             self._writers[id(writer)] = writer
@@ -193,6 +199,10 @@ class ObjectStoreBackend:
             self.write_if_version(key, content, version)
         return content
 
+    def committed_size(self, key: str) -> int | None:
+        """The size of the object at ``key`` asked of the service itself, ``None`` if there is none."""
+        raise NotImplementedError
+
     def read_versioned(self, key: str) -> tuple[bytes | None, Any]:
         """The object's content and a version token for ``write_if_version``; ``(None, None)`` if absent."""
         raise NotImplementedError
@@ -205,6 +215,13 @@ class ObjectStoreBackend:
 
 class S3Backend(ObjectStoreBackend):
     """S3: the ETag is the version; ``If-Match`` replaces, ``If-None-Match: *`` creates."""
+
+    def committed_size(self, key: str) -> int | None:
+        bucket, name, _ = self.fs.split_path(key)
+        try:
+            return int(self.fs.call_s3("head_object", Bucket=bucket, Key=name)["ContentLength"])
+        except FileNotFoundError:
+            return None
 
     def read_versioned(self, key: str) -> tuple[bytes | None, str | None]:
         bucket, name, _ = self.fs.split_path(key)
@@ -244,6 +261,13 @@ def _is_s3_conflict(error: BaseException) -> bool:
 
 class GCSBackend(ObjectStoreBackend):
     """GCS: the generation is the version; ``ifGenerationMatch`` replaces, with 0 meaning "does not exist"."""
+
+    def committed_size(self, key: str) -> int | None:
+        bucket, name, _ = self.fs.split_path(key)
+        try:
+            return int(self.fs.call("GET", "b/{}/o/{}", bucket, name, json_out=True)["size"])
+        except FileNotFoundError:
+            return None
 
     def read_versioned(self, key: str) -> tuple[bytes | None, int | None]:
         bucket, name, _ = self.fs.split_path(key)
