@@ -16,6 +16,7 @@ conditional write against the version that was read (S3 ``If-Match`` / ``If-None
 from __future__ import annotations
 
 import random
+from abc import ABC, abstractmethod
 import threading
 import time
 from datetime import UTC, datetime
@@ -134,7 +135,7 @@ class ObjectBlobWriter:
         self._backend.forget(self)
 
 
-class ObjectStoreBackend:
+class ObjectStoreBackend(ABC):
     """What S3 and GCS share: keys under the root, blob writers and their statuses, and a read-modify-write
     loop over a conditional write that each service provides."""
 
@@ -199,18 +200,18 @@ class ObjectStoreBackend:
             self.write_if_version(key, content, version)
         return content
 
+    @abstractmethod
     def committed_size(self, key: str) -> int | None:
         """The size of the object at ``key`` asked of the service itself, ``None`` if there is none."""
-        raise NotImplementedError
 
+    @abstractmethod
     def read_versioned(self, key: str) -> tuple[bytes | None, Any]:
         """The object's content and a version token for ``write_if_version``; ``(None, None)`` if absent."""
-        raise NotImplementedError
 
+    @abstractmethod
     def write_if_version(self, key: str, content: bytes, version: Any) -> None:
         """Write ``content`` only if the object is still at ``version`` (absent if ``None``), else raise
         ``VersionConflict``."""
-        raise NotImplementedError
 
 
 class S3Backend(ObjectStoreBackend):
