@@ -16,9 +16,9 @@ conditional write against the version that was read (S3 ``If-Match`` / ``If-None
 from __future__ import annotations
 
 import random
-from abc import ABC, abstractmethod
 import threading
 import time
+from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 from typing import Any
 
