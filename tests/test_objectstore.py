@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import threading
 from collections.abc import Iterator
 
 import fsspec
@@ -86,18 +87,47 @@ def test_commit_makes_verified_blob_visible(backend: ObjectStoreBackend, size: i
     assert backend.statuses() == []
 
 
+def reopen(backend: ObjectStoreBackend) -> ObjectStoreBackend:
+    """Another backend object on the same store, as a second ``open_store`` of the URL gives."""
+    return backend_for_object_store(backend.fs, backend.root)
+
+
 def test_statuses_follow_open_writers(backend: ObjectStoreBackend) -> None:
     descriptor = descriptor_of(3000)
     writer = backend.blob_writer("layer-status", descriptor)
     chunks = list(pattern(3000, chunk=1000))
     writer.write(chunks[0])
-    [status] = backend.statuses()
+    observer = reopen(backend)
+    [status] = observer.statuses()
     assert (status.ref, status.offset, status.total, status.expected) == ("layer-status", 1000, 3000, descriptor.digest)
     assert status.started_at <= status.updated_at
     writer.write(chunks[1])
-    assert backend.statuses()[0].offset == 2000
+    assert observer.statuses()[0].offset == 2000
+    assert backend_for_object_store(backend.fs, backend.root + "-other").statuses() == []
     writer.close()
-    assert backend.statuses() == []
+    assert observer.statuses() == [] and backend.statuses() == []
+
+
+def test_second_writer_of_a_ref_waits_then_finds_the_blob_committed(backend: ObjectStoreBackend) -> None:
+    descriptor = descriptor_of(5000)
+    first = backend.blob_writer("layer-wait", descriptor)
+    first.write(b"".join(pattern(5000))[:1000])
+    outcome: list[object] = []
+
+    def second_writer() -> None:
+        try:
+            outcome.append(reopen(backend).blob_writer("layer-wait", descriptor))
+        except AlreadyExists as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=second_writer)
+    thread.start()
+    thread.join(0.3)
+    assert outcome == [], "the second writer of a ref must wait while the first is open"
+    first.write(b"".join(pattern(5000))[1000:])
+    first.commit()
+    thread.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], AlreadyExists)
 
 
 @pytest.mark.parametrize("size", [1000, 2 * PART_SIZE + 1], ids=["small", "multipart"])
@@ -112,6 +142,7 @@ def test_digest_mismatch_leaves_nothing(
     writer.close()
     assert_nothing_left(backend, object_store_server, descriptor)
     assert backend.statuses() == []
+    backend.blob_writer("layer-bad", descriptor).close()  # the failed writer let go of its ref
 
 
 def test_short_content_leaves_nothing(backend: ObjectStoreBackend, object_store_server: ObjectStoreServer) -> None:
@@ -160,8 +191,8 @@ def test_committed_blob_is_not_written_again(backend: ObjectStoreBackend) -> Non
 def test_failed_racing_writer_keeps_the_committed_blob(backend: ObjectStoreBackend) -> None:
     """A writer that loses a race with a good one and then fails verification must not remove its blob."""
     descriptor = descriptor_of(PART_SIZE + 1)
-    late = backend.blob_writer("layer-race", descriptor)
-    good = backend.blob_writer("layer-race", descriptor)
+    late = backend.blob_writer("layer-race-late", descriptor)
+    good = backend.blob_writer("layer-race-good", descriptor)
     write_all(good, pattern(PART_SIZE + 1))
     good.commit()
     write_all(late, pattern(PART_SIZE + 1, seed=b"corrupt"))

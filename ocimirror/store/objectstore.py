@@ -19,6 +19,7 @@ import random
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Hashable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,6 +55,41 @@ def backend_for_object_store(fs: AbstractFileSystem, root: str) -> Backend:
 
 class VersionConflict(Exception):
     """The object changed (or appeared, or vanished) since it was read: read it again and retry."""
+
+
+class _OpenIngests:
+    """The blob writers open in this process, per store (whatever store object opened them).
+
+    Statuses are read from here. A second writer of a ref waits until the first one ends, and then usually
+    finds the blob committed, as on local disk; processes do not coordinate, which is safe because two
+    verified uploads of one digest leave the same object.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._open: dict[tuple[Hashable, str], ObjectBlobWriter | None] = {}
+
+    def claim(self, store: Hashable, ref: str) -> None:
+        """Wait until no writer of ``ref`` is open in ``store``, then reserve ``ref``."""
+        with self._changed:
+            self._changed.wait_for(lambda: (store, ref) not in self._open)
+            self._open[(store, ref)] = None
+
+    def attach(self, store: Hashable, ref: str, writer: ObjectBlobWriter) -> None:
+        with self._changed:
+            self._open[(store, ref)] = writer
+
+    def release(self, store: Hashable, ref: str) -> None:
+        with self._changed:
+            self._open.pop((store, ref), None)
+            self._changed.notify_all()
+
+    def writers(self, store: Hashable) -> list[ObjectBlobWriter]:
+        with self._changed:
+            return [writer for (owner, _), writer in self._open.items() if owner == store and writer is not None]
+
+
+_INGESTS = _OpenIngests()
 
 
 class ObjectBlobWriter:
@@ -142,8 +178,9 @@ class ObjectStoreBackend(ABC):
     def __init__(self, fs: AbstractFileSystem, root: str) -> None:
         self.fs = fs
         self.root = fs._strip_protocol(root).rstrip("/")
-        self._writers: dict[int, ObjectBlobWriter] = {}
-        self._lock = threading.Lock()
+        # fsspec filesystems compare and hash by their options, so every store object opened on the same
+        # URL and options in this process meets the same open writers.
+        self._store_id: Hashable = (fs, self.root)
 
     def key(self, path: str) -> str:
         """The object key (``bucket/prefix/path``) of a path inside the store."""
@@ -152,29 +189,32 @@ class ObjectStoreBackend(ABC):
     def blob_writer(self, ref: str, descriptor: Descriptor) -> ObjectBlobWriter:
         """A writer streaming ``descriptor``'s blob to its final key, visible only after a verified commit.
 
-        Raises ``AlreadyExists`` if the blob is committed (one HEAD, past fsspec's listings cache, which
-        may predate another process's commit). A blob of the wrong size counts as absent and is rewritten.
+        Waits while another writer of ``ref`` is open in this process. Raises ``AlreadyExists`` if the blob
+        is committed (one HEAD, past fsspec's listings cache, which may predate another process's commit); a
+        blob of the wrong size counts as absent and is rewritten.
         """
-        if self.committed_size(self.key(blob_path(descriptor.digest))) == descriptor.size:
-            raise AlreadyExists(f"{descriptor.digest} is already committed")
-        writer = ObjectBlobWriter(self, ref, descriptor)
-        with self._lock:
-            self._writers[id(writer)] = writer
+        key = self.key(blob_path(descriptor.digest))
+        _INGESTS.claim(self._store_id, ref)
+        try:
+            if self.committed_size(key) == descriptor.size:
+                raise AlreadyExists(f"{descriptor.digest} is already committed")
+            writer = ObjectBlobWriter(self, ref, descriptor)
+        except BaseException:
+            _INGESTS.release(self._store_id, ref)
+            raise
+        _INGESTS.attach(self._store_id, ref, writer)
         return writer
 
     def forget(self, writer: ObjectBlobWriter) -> None:
-        """Drop a finished writer from the statuses."""
-        with self._lock:
-            self._writers.pop(id(writer), None)
+        """Drop a finished writer from the statuses and let the next writer of its ref go on."""
+        _INGESTS.release(self._store_id, writer.ref)
 
     def statuses(self) -> list[Status]:
-        """The uploads this process has open under the store.
+        """The uploads open in this process under the store.
 
-        Uploads in flight cannot be resumed from another process, so other processes' ingests are not listed.
+        An upload in flight cannot be resumed by another process, so other processes' uploads are not listed.
         """
-        with self._lock:
-            writers = list(self._writers.values())
-        return [writer.status() for writer in writers]
+        return [writer.status() for writer in _INGESTS.writers(self._store_id)]
 
     def update(self, path: str, mutate: Mutation) -> bytes:
         """Replace ``path`` with ``mutate(current)`` only if nobody changed it in between; else re-read and retry.
