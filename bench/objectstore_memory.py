@@ -2,7 +2,7 @@
 
 A blob of ``--size`` MiB (200 by default) is generated chunk by chunk, never held whole, and written
 through ``open_store(...).writer`` into a local store, S3 (moto) and GCS (gcp-storage-emulator), each
-server on loopback in this process. Every store is measured in its own child process, so the peak RSS
+server on loopback in its own process. Every store is measured in its own child process, so the peak RSS
 (``VmHWM``) is that of the writer alone; it must stay flat in the blob size (about one upload part).
 
 Run from the repository root: ``python bench/objectstore_memory.py [--size MiB]``.

@@ -54,7 +54,6 @@ def blob_key(backend: ObjectStoreBackend, descriptor: Descriptor) -> str:
 
 def assert_nothing_left(backend: ObjectStoreBackend, server: ObjectStoreServer, descriptor: Descriptor) -> None:
     key = blob_key(backend, descriptor)
-    backend.fs.invalidate_cache()
     assert not backend.fs.exists(key), f"{key} is visible"
     prefix = backend.root.split("/", 1)[1]
     assert server.pending_uploads(prefix) == [], "an upload was left open"
@@ -199,6 +198,27 @@ def test_failed_racing_writer_keeps_the_committed_blob(backend: ObjectStoreBacke
     with pytest.raises(DigestMismatch):
         late.commit()
     assert digest_bytes(backend.fs.cat_file(blob_key(backend, descriptor))) == descriptor.digest
+
+
+def test_a_listing_never_hides_a_blob_committed_elsewhere(
+    backend: ObjectStoreBackend, object_store_server: ObjectStoreServer
+) -> None:
+    first = descriptor_of(100, seed=b"first")
+    writer = backend.blob_writer("layer-first", first)
+    write_all(writer, pattern(100, seed=b"first"))
+    writer.commit()
+    assert len(backend.fs.ls(backend.key("blobs/sha256"))) == 1
+    # Another filesystem instance, as another process or machine has: it cannot touch this one's caches.
+    other_fs = fsspec.filesystem(
+        object_store_server.protocol, **object_store_server.storage_options, skip_instance_cache=True
+    )
+    other = backend_for_object_store(other_fs, backend.root)
+    second = descriptor_of(100, seed=b"second")
+    writer = other.blob_writer("layer-second", second)
+    write_all(writer, pattern(100, seed=b"second"))
+    writer.commit()
+    assert backend.fs.exists(blob_key(backend, second))
+    assert len(backend.fs.ls(backend.key("blobs/sha256"))) == 2
 
 
 def test_large_blob_streams_and_commits(backend: ObjectStoreBackend, object_store_server: ObjectStoreServer) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from fsspec import AbstractFileSystem
 from fsspec.asyn import sync
+from fsspec.dircache import DirCache
 
 from ..content import Status
 from ..descriptor import Descriptor
@@ -176,6 +177,10 @@ class ObjectStoreBackend(ABC):
     loop over a conditional write that each service provides."""
 
     def __init__(self, fs: AbstractFileSystem, root: str) -> None:
+        # Other processes and machines write the same bucket, so a cached listing goes stale unseen: fsspec
+        # would then report a blob committed elsewhere as absent (or a removed one as present). Listings are
+        # rare in a store (verify, ls), so they are not cached at all, for every user of this fs instance.
+        fs.dircache = DirCache(use_listings_cache=False)
         self.fs = fs
         self.root = fs._strip_protocol(root).rstrip("/")
         # fsspec filesystems compare and hash by their options, so every store object opened on the same
@@ -190,8 +195,7 @@ class ObjectStoreBackend(ABC):
         """A writer streaming ``descriptor``'s blob to its final key, visible only after a verified commit.
 
         Waits while another writer of ``ref`` is open in this process. Raises ``AlreadyExists`` if the blob
-        is committed (one HEAD, past fsspec's listings cache, which may predate another process's commit); a
-        blob of the wrong size counts as absent and is rewritten.
+        is committed (one HEAD or metadata GET); a blob of the wrong size counts as absent and is rewritten.
         """
         key = self.key(blob_path(descriptor.digest))
         _INGESTS.claim(self._store_id, ref)
@@ -228,9 +232,6 @@ class ObjectStoreBackend(ABC):
             except VersionConflict:
                 delay = min(UPDATE_BACKOFF_MAX, UPDATE_BACKOFF_FIRST * 2**attempt)
                 time.sleep(delay * random.uniform(0.5, 1.5))
-            finally:
-                # fsspec's listings cache would otherwise still show the key's old size or absence.
-                self.fs.invalidate_cache(key)
         raise TransientError(f"{key}: still changing under concurrent writers after {UPDATE_ATTEMPTS} attempts")
 
     def _update_once(self, key: str, mutate: Mutation) -> bytes:
