@@ -8,17 +8,20 @@ resolved where they are used, so a config can be logged, shown in the UI or comm
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from .digest import Digest
 from .errors import ConfigError
 from .platforms import format_platform, parse_platform
+from .remotes.config import Credentials, RegistryConfig
 
 
 class _Strict(BaseModel):
@@ -36,6 +39,21 @@ class SecretRef(_Strict):
         if (self.env is None) == (self.secret_block is None):
             raise ValueError("give exactly one of 'env' or 'secret_block'")
         return self
+
+
+#: Turns a SecretRef into the secret's value. The core reads environment variables; the Prefect tasks add
+#: Secret blocks.
+SecretReader = Callable[[SecretRef], str]
+
+
+def read_env_secret(ref: SecretRef) -> str:
+    """The value of an ``env`` SecretRef; a ``secret_block`` needs Prefect and is refused here."""
+    if ref.env is None:
+        raise ConfigError(f"secret block {ref.secret_block!r} can only be read inside a Prefect run")
+    value = os.environ.get(ref.env)
+    if value is None:
+        raise ConfigError(f"environment variable {ref.env} (named by the config) is not set")
+    return value
 
 
 class CredentialsRef(_Strict):
@@ -57,6 +75,12 @@ class CredentialsRef(_Strict):
             raise ValueError("username and password are both needed (or docker_config: true)")
         return self
 
+    def resolve(self, read_secret: SecretReader) -> Credentials | None:
+        """Explicit credentials, or ``None`` to let the registry client read Docker's config.json."""
+        if self.docker_config or self.password is None:
+            return None
+        return Credentials(username=self.username, password=SecretStr(read_secret(self.password)))
+
 
 class RegistrySettings(_Strict):
     """How to reach one registry host."""
@@ -65,6 +89,24 @@ class RegistrySettings(_Strict):
     insecure: bool = Field(default=False, description="Allow plain HTTP and unverified TLS for this host.")
     ca_bundle: str | None = Field(default=None, description="PEM file of CAs to trust for this host.")
     credentials: CredentialsRef | None = None
+
+    def resolve(self, read_secret: SecretReader, max_connections: int) -> RegistryConfig:
+        """The registry client's settings, with secrets read."""
+        credentials = self.credentials.resolve(read_secret) if self.credentials else None
+        return RegistryConfig(
+            mirrors=self.mirrors,
+            insecure=self.insecure,
+            ca_bundle=self.ca_bundle,
+            credentials=credentials,
+            max_connections=max_connections,
+        )
+
+
+def registry_configs(
+    registries: dict[str, RegistrySettings], read_secret: SecretReader, max_connections: int
+) -> dict[str, RegistryConfig]:
+    """Resolve every registry's settings for the registry client."""
+    return {host: settings.resolve(read_secret, max_connections) for host, settings in registries.items()}
 
 
 class StoreSettings(_Strict):
@@ -75,6 +117,10 @@ class StoreSettings(_Strict):
     secret_options: dict[str, SecretRef] = Field(
         default_factory=dict, description="Storage options whose values are secrets, by reference."
     )
+
+    def storage_options(self, read_secret: SecretReader) -> dict[str, Any]:
+        """fsspec storage options with secret values read; never log the result."""
+        return {**self.options, **{key: read_secret(ref) for key, ref in self.secret_options.items()}}
 
 
 class ImageSpec(_Strict):

@@ -14,8 +14,15 @@ from .content import Fetcher, copy_content, read_document
 from .descriptor import Descriptor
 from .handlers import Handler, dispatch, fetch_handler, handlers
 from .manifest import Index, encode_document
+from .remotes.reference import Reference
 from .selection import PlatformSelection
 from .store import LayoutStore
+
+
+def recorded_name(reference: Reference) -> str:
+    """The name an image is tagged under in a store: ``registry/repo:tag``, or ``registry/repo@digest`` when
+    it has no tag. A digest pinned next to a tag only decides what is fetched."""
+    return f"{reference.name}:{reference.tag}" if reference.tag else f"{reference.name}@{reference.digest}"
 
 
 def pull_handler(fetcher: Fetcher, store: LayoutStore, selection: PlatformSelection) -> Handler:
