@@ -230,6 +230,20 @@ def verify(
     raise typer.Exit(0 if report.ok else EXIT_FAILED)
 
 
+@app.command()
+def demo(
+    store: Annotated[str, typer.Option(help="Local directory for the demo store.")] = "./demo-store",
+) -> None:
+    """Mirror a sample image from a local registry (started here) into STORE, then verify it."""
+    _quiet_prefect()
+    from pathlib import Path
+
+    from .demo import run_demo
+
+    ok = run_demo(Path(store).resolve(), print)
+    raise typer.Exit(0 if ok else EXIT_FAILED)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app(prog_name="ocimirror")
 
