@@ -231,6 +231,28 @@ def verify(
 
 
 @app.command()
+def serve(
+    store: Annotated[str, typer.Argument(metavar="STORE")],
+    listen: Annotated[str, typer.Option(metavar="HOST:PORT", help="Address to listen on.")] = "127.0.0.1:5000",
+    storage_option: StorageOption = None,
+) -> None:
+    """Serve STORE read-only over the registry API: pull HOST:PORT/docker.io/library/alpine:3.20."""
+    from ocimirror.serve import RegistryServer
+
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise _fail(f"--listen {listen!r}: expected HOST:PORT", EXIT_USAGE)
+    server = RegistryServer(_open(store, storage_option), (host.strip("[]") or "127.0.0.1", int(port)))
+    console.print(f"serving {store} at {server.url} (Ctrl-C to stop)", highlight=False)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@app.command()
 def demo(
     store: Annotated[str, typer.Option(help="Local directory for the demo store.")] = "./demo-store",
 ) -> None:
