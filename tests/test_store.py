@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ from ocimirror.verify import CORRUPT_BLOB, MISSING_BLOB, list_images, verify_sto
 
 ROOT = Path(__file__).resolve().parent.parent
 STORE_KINDS = ["file", "memory"]
+#: Kinds whose backend keeps partial ingests under ingest/ (rename-based; object stores stream instead).
+INGEST_KINDS = ["file", "memory"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,15 @@ def store_url(request: pytest.FixtureRequest) -> Iterator[StoreLocation]:
 @pytest.fixture
 def store(store_url: StoreLocation) -> LayoutStore:
     return store_url.open()
+
+
+@pytest.fixture(params=INGEST_KINDS)
+def ingest_store(request: pytest.FixtureRequest) -> Iterator[LayoutStore]:
+    """A store whose partial ingests are files under ``ingest/``, for tests that tamper with them."""
+    location = store_location(request.param, request)
+    yield location.open()
+    if location.kind == "memory":
+        _remove_memory_store(location)
 
 
 # Content helpers
@@ -235,6 +247,9 @@ def test_fetch_never_reads_past_declared_size(store: LayoutStore) -> None:
     store.fs.pipe_file(path, content + b"trailing bytes that are not part of the blob")
     assert b"".join(store.fetch(descriptor)) == content
     assert not store.exists(descriptor), "a blob of the wrong size does not count as present"
+    write_blob(store, descriptor, content)
+    assert store.exists(descriptor), "writing it again repairs it"
+    assert store.fs.cat_file(path) == content
 
 
 def test_digest_mismatch_leaves_no_blob_and_no_ingest(store: LayoutStore) -> None:
@@ -389,7 +404,8 @@ def test_resume_restarts_when_the_expected_digest_differs(store: LayoutStore) ->
     assert store.exists(layer(new)) and not store.exists(layer(old))
 
 
-def test_resume_restarts_when_the_partial_is_longer_than_the_size(store: LayoutStore) -> None:
+def test_resume_restarts_when_the_partial_is_longer_than_the_size(ingest_store: LayoutStore) -> None:
+    store = ingest_store
     content = blob(10_000, "longer")
     descriptor = layer(content)
     writer = store.writer(ref_key(descriptor), descriptor)
@@ -460,6 +476,22 @@ def test_resume_after_the_writing_process_was_killed(tmp_path: Path) -> None:
     writer.commit()
     assert verify_store(store).ok
     assert ingest_entries(store) == []
+
+
+def test_copy_memory_is_flat_in_blob_size(store_url: StoreLocation, tmp_path: Path) -> None:
+    source = store_url.open()
+    content = os.urandom(48 * 1024 * 1024)
+    descriptor = put(source, mediatypes.OCI_LAYER_GZIP, content)
+    del content
+    destination = open_store(str(tmp_path / "destination"))
+    tracemalloc.start()
+    try:
+        assert copy_content(source, destination, descriptor) == descriptor.size
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * source.chunk_size + 2 * 1024 * 1024, f"peak {peak} bytes while copying {descriptor.size}"
+    assert verify_store(destination).ok
 
 
 # Concurrency
