@@ -63,7 +63,12 @@ class StoreLocation:
 
 
 def store_location(kind: str, request: pytest.FixtureRequest) -> StoreLocation:
-    """A fresh, unique store of ``kind``; object-store kinds get their server from ``request``'s fixtures."""
+    """A fresh, unique store of ``kind``.
+
+    An object-store kind is one more branch here plus its name in ``STORE_KINDS``, for example
+    ``StoreLocation("s3", f"s3://{bucket}/{uuid4().hex}", {"endpoint_url": ...})`` with the bucket and endpoint
+    taken from the server fixture through ``request.getfixturevalue(...)``.
+    """
     if kind == "file":
         return StoreLocation(kind, str(request.getfixturevalue("tmp_path") / f"store-{uuid.uuid4().hex[:8]}"))
     if kind == "memory":

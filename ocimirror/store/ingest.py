@@ -71,18 +71,21 @@ class IngestBackend(ABC):
         Raises ``AlreadyExists`` if the blob is committed, also when it was committed while waiting.
         """
         target = self.path(blob_path(descriptor.digest))
-        if file_size(self.fs, target) == descriptor.size:
-            raise AlreadyExists(f"{descriptor.digest} is already committed")
+        self._refuse_committed(target, descriptor)
         directory = self.path(f"{INGEST_DIR}/{ingest_name(ref)}")
         held = ExitStack()
         held.enter_context(self.lock(f"{directory}.lock"))
         try:
-            if file_size(self.fs, target) == descriptor.size:
-                raise AlreadyExists(f"{descriptor.digest} is already committed")
+            self._refuse_committed(target, descriptor)  # the writer we waited for may have committed it
             return IngestWriter(self, ref, descriptor, directory, target, held)
         except BaseException:
             held.close()
             raise
+
+    def _refuse_committed(self, target: str, descriptor: Descriptor) -> None:
+        # A blob of another size is not the content asked for: it is overwritten, which repairs it.
+        if file_size(self.fs, target) == descriptor.size:
+            raise AlreadyExists(f"{descriptor.digest} is already committed")
 
     def statuses(self) -> list[Status]:
         """Every ingest with a readable status; ones finishing while listed are skipped."""
