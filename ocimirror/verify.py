@@ -38,6 +38,10 @@ class Fault(BaseModel):
     detail: str
     reference: str | None = None
 
+    def __str__(self) -> str:
+        where = f" in {self.reference}" if self.reference else ""
+        return f"{self.kind} {self.digest}{where}: {self.detail}"
+
 
 class VerifyReport(BaseModel):
     """The outcome of ``verify_store``; ``ok`` only when no fault was found."""
@@ -51,6 +55,13 @@ class VerifyReport(BaseModel):
     @property
     def ok(self) -> bool:
         return not self.faults
+
+    def summary(self) -> str:
+        """One line for people: what was checked and how many faults were found."""
+        return (
+            f"{self.blobs_checked} blobs ({self.bytes_checked} bytes) re-hashed, "
+            f"{self.images_checked} images checked, {len(self.faults)} faults"
+        )
 
 
 class ImageSummary(BaseModel):

@@ -257,6 +257,17 @@ def test_fetch_never_reads_past_declared_size(store: LayoutStore) -> None:
     assert store.fs.cat_file(path) == content
 
 
+def test_a_listing_never_hides_blobs_committed_later(store_url: StoreLocation) -> None:
+    store = store_url.open()
+    put(store, mediatypes.OCI_LAYER_GZIP, b"first")
+    assert len(list(store.blobs())) == 1
+    # A separate filesystem instance, as another process or machine would have: no shared listing cache.
+    other = open_store(store_url.url, {**store_url.storage_options, "skip_instance_cache": True})
+    second = put(other, mediatypes.OCI_LAYER_GZIP, b"second")
+    assert store.exists(second)
+    assert len(list(store.blobs())) == 2
+
+
 def test_digest_mismatch_leaves_no_blob_and_no_ingest(store: LayoutStore) -> None:
     content = blob(200_000, "good")
     descriptor = layer(content)
@@ -779,7 +790,9 @@ def test_verify_detects_a_flipped_byte_and_a_missing_layer(store: LayoutStore) -
     assert faults == {(CORRUPT_BLOB, amd64_top.digest), (MISSING_BLOB, arm64_top.digest)}
     [missing] = [fault for fault in report.faults if fault.kind == MISSING_BLOB]
     assert missing.reference == "docker.io/library/sample:1.0"
+    assert str(missing).startswith(f"missing-blob {arm64_top.digest} in docker.io/library/sample:1.0: layer")
     assert report.model_dump()["ok"] is False
+    assert report.summary().endswith("1 images checked, 2 faults")
 
 
 def test_verify_reports_an_invalid_manifest(store: LayoutStore) -> None:

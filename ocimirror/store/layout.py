@@ -164,12 +164,21 @@ class LayoutStore:
         """``<alg>:<name>`` for every file under ``blobs/<alg>/``, unvalidated, so ``verify`` can flag strays."""
         for algorithm in sorted(ALGORITHMS):
             try:
-                entries = self.fs.ls(self._path(f"blobs/{algorithm}"), detail=True)
+                entries = self._list_fresh(self._path(f"blobs/{algorithm}"))
             except FileNotFoundError:
                 continue
             names = sorted(posixpath.basename(entry["name"]) for entry in entries if entry.get("type") == "file")
             for name in names:
                 yield f"{algorithm}:{name}"
+
+    def _list_fresh(self, path: str) -> list[dict[str, object]]:
+        """List ``path`` without trusting or keeping a cached listing (s3fs and gcsfs cache them): a kept
+        listing would make later stats miss blobs that other writers commit."""
+        self.fs.invalidate_cache(path)
+        try:
+            return self.fs.ls(path, detail=True)
+        finally:
+            self.fs.invalidate_cache(path)
 
     # Ingester
 
