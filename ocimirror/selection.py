@@ -77,21 +77,21 @@ class PlatformSelection(BaseModel):
             or (child.is_attestation_manifest and _attested_digest(child) in chosen)
         ]
 
+    def keep(self, parent: Descriptor, children: Sequence[Descriptor]) -> list[Descriptor]:
+        """The children of ``parent`` this selection keeps: the chosen manifests under an index; with
+        ``all_metadata``, only the config under a manifest of another platform."""
+        if not self.platforms:
+            return list(children)
+        if self.all_metadata:
+            return filter_manifest_by_platform(lambda _: children, any_of(self.platforms))(parent)
+        if mediatypes.is_index(parent.media_type):
+            return self.select(parent, children)
+        return list(children)
+
     def children_handler(self, provider: Fetcher) -> Handler:
         """The children handler for this selection, reading documents from ``provider``."""
         children = children_handler(provider)
-        if not self.platforms:
-            return children
-        if self.all_metadata:
-            return filter_manifest_by_platform(children, any_of(self.platforms))
-
-        def selected(descriptor: Descriptor) -> list[Descriptor]:
-            found = list(children(descriptor))
-            if mediatypes.is_index(descriptor.media_type):
-                return self.select(descriptor, found)
-            return found
-
-        return selected
+        return lambda descriptor: self.keep(descriptor, children(descriptor))
 
     def annotations(self, source: Descriptor) -> dict[str, str]:
         """What the store's index.json entry records about this selection and its source."""

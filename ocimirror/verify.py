@@ -20,6 +20,7 @@ from .descriptor import Descriptor
 from .digest import Verifier, validate_digest
 from .errors import DigestMismatch, InvalidDigest, InvalidManifest, NotFound, SizeMismatch
 from .manifest import Index, Manifest
+from .selection import PlatformSelection
 from .store.layout import CONTAINERD_NAME, LayoutStore, ref_name
 
 _OCTET_STREAM = "application/octet-stream"
@@ -106,8 +107,10 @@ def walk_image(
 ) -> list[Descriptor]:
     """Every distinct descriptor of the tree under ``root``, depth-first, reporting what is missing or
     unusable to ``on_fault``; documents whose digest is in ``untrusted`` (already found corrupt) are not
-    descended into."""
+    descended into. The tree is the one the image was mirrored with: an image mirrored with
+    ``all_metadata`` lacks other platforms' layers by design, and that is not a fault."""
     reference = _image_name(root)
+    selection = PlatformSelection.from_annotations(root.annotations)
     seen: set[str] = set()
     found: list[Descriptor] = []
     pending = [root]
@@ -129,7 +132,7 @@ def walk_image(
         except (InvalidManifest, DigestMismatch, SizeMismatch) as error:
             on_fault(Fault(kind=INVALID_MANIFEST, digest=descriptor.digest, detail=str(error), reference=reference))
             continue
-        pending.extend(reversed(document.children()))
+        pending.extend(reversed(selection.keep(descriptor, document.children())))
     return found
 
 
