@@ -231,7 +231,8 @@ class Registry:
         endpoint = self.endpoints(ref)[-1]
         subject = f"{endpoint.describe()} repository {ref.repository} tag list"
         params = {"n": str(page_size)} if page_size else {}
-        pages = self._pages(endpoint.url(f"/v2/{ref.repository}/tags/list", **params), subject, repository_scope(ref.repository))
+        url = endpoint.url(f"/v2/{ref.repository}/tags/list", **params)
+        pages = self._pages(url, subject, repository_scope(ref.repository))
         return [tag for page in pages for tag in _string_list(page, "tags", subject)]
 
     def catalog(self, registry: str, page_size: int | None = None) -> list[str]:
@@ -245,7 +246,8 @@ class Registry:
     def _pages(self, url: str, subject: str, scope: str) -> Iterator[dict[str, object]]:
         origin = origin_of(url)
         while url:
-            with self.request("GET", url, subject=subject, scope=scope, headers={"Accept": "application/json"}) as response:
+            headers = {"Accept": "application/json"}
+            with self.request("GET", url, subject=subject, scope=scope, headers=headers) as response:
                 body = _read_json(response, subject)
                 link = response.links.get("next", {}).get("url")
             yield body
