@@ -16,6 +16,7 @@ the redirect target::
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +30,35 @@ FaultKind = Literal["cut", "status", "ignore_range", "strip_headers", "redirect"
 _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization", "host"}
 )
+
+
+class LoopbackHTTPServer(ThreadingHTTPServer):
+    """A threaded HTTP server for tests: daemon threads, quick shutdown, and silence about clients that
+    hang up early (which fault tests make them do on purpose)."""
+
+    daemon_threads = True
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def start(self, name: str) -> None:
+        """Serve on a daemon thread."""
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop serving and close the listening socket."""
+        self.shutdown()
+        self.server_close()
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -82,12 +112,12 @@ class FaultProxy:
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._local = threading.local()
-        self._servers: list[ThreadingHTTPServer] = []
+        self._servers: list[LoopbackHTTPServer] = []
 
     @property
     def url(self) -> str:
         """``http://127.0.0.1:PORT`` of the proxy."""
-        return f"http://127.0.0.1:{self._servers[0].server_address[1]}"
+        return self._servers[0].url
 
     @property
     def host(self) -> str:
@@ -97,7 +127,7 @@ class FaultProxy:
     @property
     def redirect_url(self) -> str:
         """``http://127.0.0.1:PORT2``: where ``redirect`` faults send clients."""
-        return f"http://127.0.0.1:{self._servers[1].server_address[1]}"
+        return self._servers[1].url
 
     def add(self, fault: Fault) -> Fault:
         """Arm ``fault``; returns it so a test can read ``hits`` afterwards."""
@@ -132,16 +162,14 @@ class FaultProxy:
     def start(self) -> None:
         """Serve both ports on background threads."""
         for role in ("proxy", "redirect"):
-            server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self, role))
-            server.daemon_threads = True
-            threading.Thread(target=server.serve_forever, name=f"fault-proxy-{role}", daemon=True).start()
+            server = LoopbackHTTPServer(_handler_for(self, role))
+            server.start(f"fault-proxy-{role}")
             self._servers.append(server)
 
     def stop(self) -> None:
         """Stop serving and close the listening sockets."""
         for server in self._servers:
-            server.shutdown()
-            server.server_close()
+            server.stop()
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
         with self._lock:
