@@ -90,12 +90,14 @@ class Fault:
 
 @dataclass(frozen=True)
 class RecordedRequest:
-    """A request as it arrived: on the ``proxy`` port or the ``redirect`` port."""
+    """A request as it arrived: on the ``proxy`` port or the ``redirect`` port, over the client connection
+    from ``client_port`` (one port per TCP connection, so tests can see connection reuse)."""
 
     server: Literal["proxy", "redirect"]
     method: str
     path: str
     headers: dict[str, str]
+    client_port: int
 
 
 class FaultProxy:
@@ -202,6 +204,7 @@ def _handler_for(proxy: FaultProxy, role: Literal["proxy", "redirect"]) -> type[
 
 class _ProxyHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes: no 40 ms delayed-ACK stalls
     proxy: FaultProxy
     role: Literal["proxy", "redirect"]
 
@@ -215,7 +218,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         headers = {key: value for key, value in self.headers.items()}
-        self.proxy._record(RecordedRequest(self.role, self.command, self.path, headers))
+        self.proxy._record(RecordedRequest(self.role, self.command, self.path, headers, self.client_address[1]))
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         fault = self.proxy._take_fault(self.command, self.path) if self.role == "proxy" else None
         kind = fault.kind if fault else None

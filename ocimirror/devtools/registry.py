@@ -1,7 +1,8 @@
 """A real distribution registry on loopback, for tests and demos: ``docker-registry serve config.yml``.
 
 ``LocalRegistry`` writes a distribution 2.8 configuration (filesystem storage in a temporary directory,
-deletes enabled, optional htpasswd Basic auth or Bearer token auth), starts the Debian ``docker-registry``
+deletes enabled, optional htpasswd Basic auth or Bearer token auth, optional TLS with a self-signed
+certificate for 127.0.0.1 whose PEM is ``ca_bundle``), starts the Debian ``docker-registry``
 binary on ``127.0.0.1:<free port>``, waits until ``/v2/`` answers and stops it again on exit::
 
     with LocalRegistry() as registry:
@@ -58,6 +59,7 @@ class LocalRegistry:
         *,
         htpasswd: Mapping[str, str] | None = None,
         token_auth: TokenAuth | None = None,
+        tls: bool = False,
         binary: str = REGISTRY_BINARY,
         workdir: Path | None = None,
     ) -> None:
@@ -65,6 +67,7 @@ class LocalRegistry:
             raise ValueError("a registry has one auth method: htpasswd or token_auth, not both")
         self.htpasswd = dict(htpasswd or {})
         self.token_auth = token_auth
+        self.tls = tls
         self.binary = binary
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="ocimirror-registry-"))
@@ -78,8 +81,13 @@ class LocalRegistry:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:PORT``: the base of its API."""
-        return f"http://{self.host}"
+        """``http://127.0.0.1:PORT`` (``https://`` with TLS): the base of its API."""
+        return f"{'https' if self.tls else 'http'}://{self.host}"
+
+    @property
+    def ca_bundle(self) -> Path:
+        """With ``tls``: the PEM certificate clients must trust (it is self-signed)."""
+        return self.workdir / "tls-cert.pem"
 
     @property
     def storage(self) -> Path:
@@ -144,7 +152,8 @@ class LocalRegistry:
             if self._process is None or self._process.poll() is not None:
                 return False
             try:
-                status = requests.get(f"{self.url}/v2/", timeout=1).status_code
+                verify = str(self.ca_bundle) if self.tls else True
+                status = requests.get(f"{self.url}/v2/", timeout=1, verify=verify).status_code
             except requests.RequestException:
                 status = 0
             if status in (200, 401):
@@ -163,6 +172,10 @@ class LocalRegistry:
             },
             "http": {"addr": self.host, "secret": os.urandom(16).hex()},
         }
+        if self.tls:
+            key_path = self.workdir / "tls-key.pem"
+            write_self_signed_certificate(self.ca_bundle, key_path)
+            config["http"]["tls"] = {"certificate": str(self.ca_bundle), "key": str(key_path)}  # type: ignore[index]
         if self.htpasswd:
             path = self.workdir / "htpasswd"
             path.write_text(htpasswd_file(self.htpasswd))
@@ -193,6 +206,41 @@ def htpasswd_file(users: Mapping[str, str]) -> str:
     return "".join(
         f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()}\n"
         for user, password in users.items()
+    )
+
+
+def write_self_signed_certificate(cert_path: Path, key_path: Path) -> None:
+    """A fresh EC key and a self-signed server certificate for 127.0.0.1 and localhost (valid one day)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ocimirror test registry")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
 
 

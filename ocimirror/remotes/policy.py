@@ -65,6 +65,7 @@ def make_retry(total: int = 4, backoff_factor: float = 0.25, retry_after_max: in
         connect=total,
         read=total,
         status=total,
+        other=0,  # TLS failures and the like: retrying cannot fix a certificate
         redirect=0,
         status_forcelist=TRANSIENT_STATUSES,
         allowed_methods=frozenset({"GET", "HEAD"}),

@@ -9,6 +9,7 @@ that asked for it (blob storage behind a redirect gets a presigned URL, not the 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -117,12 +118,13 @@ class Registry:
     def endpoints(self, ref: Reference) -> list[Endpoint]:
         """Where ``ref``'s content is read from, in order: the registry's mirrors, then the registry.
 
-        The registry itself is reached over HTTPS, except loopback hosts and hosts marked ``insecure``,
-        which use plain HTTP (list ``https://host`` as a mirror to reach an insecure host over HTTPS).
+        The registry itself is reached over HTTPS, except loopback hosts and hosts marked ``insecure``
+        that have no ``ca_bundle``: those use plain HTTP. (A ``ca_bundle`` says the host speaks TLS; to reach
+        an insecure host over HTTPS without verification, list ``https://host`` as its first mirror.)
         """
         config = self.config_for(ref.registry)
         mirrors = [Endpoint(origin, ref.registry, is_mirror=True) for origin in config.mirrors]
-        plain = config.insecure or is_loopback_host(ref.api_host)
+        plain = (config.insecure or is_loopback_host(ref.api_host)) and config.ca_bundle is None
         upstream = Endpoint(f"{'http' if plain else 'https'}://{ref.api_host}", ref.registry, is_mirror=False)
         return [*mirrors, upstream]
 
@@ -137,11 +139,18 @@ class Registry:
                     origin,
                     config,
                     lambda: lookup_credentials(host, config, self._environ, self._docker_config),
+                    default_ca_bundle=self._default_ca_bundle(),
                     retry=self.retry,
                     timeout=self.timeout,
                 )
                 self._transports[origin] = transport
             return transport
+
+    def _default_ca_bundle(self) -> str | None:
+        """``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE``: honoured as requests does, though sessions here
+        ignore the rest of the environment (``~/.netrc`` must never add credentials)."""
+        environ = os.environ if self._environ is None else self._environ
+        return environ.get("REQUESTS_CA_BUNDLE") or environ.get("CURL_CA_BUNDLE") or None
 
     def request(
         self,

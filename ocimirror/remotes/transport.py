@@ -30,7 +30,8 @@ class HostTransport:
     """Sends requests to one ``scheme://host[:port]`` with pooled connections, retries and credentials.
 
     ``credentials`` is called at most once, on the first authentication challenge, so a credential helper
-    only runs for hosts that actually ask for credentials.
+    only runs for hosts that actually ask for credentials. TLS is verified against the host's
+    ``ca_bundle``, else ``default_ca_bundle``, else certifi's roots; ``insecure`` hosts are not verified.
     """
 
     def __init__(
@@ -39,6 +40,7 @@ class HostTransport:
         config: RegistryConfig,
         credentials: Callable[[], Credentials | None],
         *,
+        default_ca_bundle: str | None = None,
         retry: Retry,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
     ) -> None:
@@ -51,7 +53,7 @@ class HostTransport:
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=config.max_connections, max_retries=retry)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
-        session.verify = False if config.insecure else (config.ca_bundle or True)
+        session.verify = False if config.insecure else (config.ca_bundle or default_ca_bundle or True)
         session.headers["User-Agent"] = USER_AGENT
         self.session = session
         self.authorizer = Authorizer(
@@ -100,7 +102,7 @@ class HostTransport:
                 method,
                 url,
                 headers=headers,
-                stream=True,
+                stream=method != "HEAD",  # a HEAD answer read at once hands its connection back to the pool
                 allow_redirects=False,
                 timeout=self.timeout,
                 proxies=get_environ_proxies(url),
