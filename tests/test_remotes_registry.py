@@ -368,7 +368,9 @@ def test_unreachable_and_failing_mirrors_fall_back(seeded_registry, make_fault_p
 
 
 def test_plain_http_only_for_loopback_or_insecure(make_client) -> None:
-    client = make_client({"docker.io": RegistryConfig(mirrors=["http://mirror.invalid"])})
+    hub = RegistryConfig(mirrors=["http://mirror.invalid"])
+    client = make_client({"docker.io": hub})
+    assert client.config_for("registry-1.docker.io") is hub  # Docker Hub's API host shares its settings
     with pytest.raises(ConfigError, match="plain HTTP to mirror.invalid is refused"):
         client.resolve(parse_reference("alpine"))
     assert client.endpoints(parse_reference("localhost:5000/x"))[-1].origin == "http://localhost:5000"

@@ -38,7 +38,7 @@ from .config import RegistryConfig
 from .credentials import lookup_credentials
 from .fetcher import RegistryFetcher
 from .policy import is_loopback_host, make_retry, origin_of, raise_for_status
-from .reference import Reference
+from .reference import DOCKER_HUB, DOCKER_HUB_ALIASES, DOCKER_HUB_API_HOST, Reference
 from .transport import DEFAULT_TIMEOUT, HostTransport
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,9 @@ class Registry:
             transport.close()
 
     def config_for(self, host: str) -> RegistryConfig:
-        """The settings of ``host``, defaults when it has no entry."""
+        """The settings of ``host`` (Docker Hub's API host shares ``docker.io``'s), defaults if none."""
+        if host.lower() in DOCKER_HUB_ALIASES:
+            host = DOCKER_HUB
         return self.configs.get(host) or RegistryConfig()
 
     def endpoints(self, ref: Reference) -> list[Endpoint]:
@@ -122,11 +124,15 @@ class Registry:
         that have no ``ca_bundle``: those use plain HTTP. (A ``ca_bundle`` says the host speaks TLS; to reach
         an insecure host over HTTPS without verification, list ``https://host`` as its first mirror.)
         """
-        config = self.config_for(ref.registry)
-        mirrors = [Endpoint(origin, ref.registry, is_mirror=True) for origin in config.mirrors]
-        plain = (config.insecure or is_loopback_host(ref.api_host)) and config.ca_bundle is None
-        upstream = Endpoint(f"{'http' if plain else 'https'}://{ref.api_host}", ref.registry, is_mirror=False)
-        return [*mirrors, upstream]
+        mirrors = [Endpoint(origin, ref.registry, is_mirror=True) for origin in self.config_for(ref.registry).mirrors]
+        return [*mirrors, self.upstream(ref.registry)]
+
+    def upstream(self, registry: str) -> Endpoint:
+        """The registry's own endpoint (see :meth:`endpoints` for the scheme)."""
+        config = self.config_for(registry)
+        api_host = DOCKER_HUB_API_HOST if registry == DOCKER_HUB else registry
+        plain = (config.insecure or is_loopback_host(api_host)) and config.ca_bundle is None
+        return Endpoint(f"{'http' if plain else 'https'}://{api_host}", registry, is_mirror=False)
 
     def transport(self, origin: str) -> HostTransport:
         """The transport for ``scheme://host[:port]``, created on first use."""
@@ -237,7 +243,7 @@ class Registry:
 
         Asked from the registry itself, never a mirror: a mirror's tag list may be stale.
         """
-        endpoint = self.endpoints(ref)[-1]
+        endpoint = self.upstream(ref.registry)
         subject = f"{endpoint.describe()} repository {ref.repository} tag list"
         params = {"n": str(page_size)} if page_size else {}
         url = endpoint.url(f"/v2/{ref.repository}/tags/list", **params)
@@ -246,7 +252,7 @@ class Registry:
 
     def catalog(self, registry: str, page_size: int | None = None) -> list[str]:
         """Every repository of ``registry`` (``/v2/_catalog``), following pagination."""
-        endpoint = self.endpoints(Reference(registry=registry, repository="catalog"))[-1]
+        endpoint = self.upstream(registry)
         subject = f"{endpoint.describe()} catalog"
         params = {"n": str(page_size)} if page_size else {}
         pages = self._pages(endpoint.url("/v2/_catalog", **params), subject, "registry:catalog:*")
