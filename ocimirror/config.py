@@ -1,0 +1,215 @@
+"""The mirror-sync configuration: what to mirror, from where, into which store.
+
+A YAML file validated by pydantic; ``MirrorConfig.model_json_schema()`` is published in
+``deployments/mirror-config.schema.json``. Secrets are never written in the file: credentials and secret
+storage options are *references* (an environment variable, the Docker config, a Prefect Secret block)
+resolved where they are used, so a config can be logged, shown in the UI or committed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from .digest import Digest
+from .errors import ConfigError
+from .platforms import format_platform, parse_platform
+from .remotes.config import Credentials, RegistryConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(_Strict):
+    """Where a secret comes from: exactly one of an environment variable or a Prefect Secret block."""
+
+    env: str | None = None
+    secret_block: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.env is None) == (self.secret_block is None):
+            raise ValueError("give exactly one of 'env' or 'secret_block'")
+        return self
+
+
+#: Turns a SecretRef into the secret's value. The core reads environment variables; the Prefect tasks add
+#: Secret blocks.
+SecretReader = Callable[[SecretRef], str]
+
+
+def read_env_secret(ref: SecretRef) -> str:
+    """The value of an ``env`` SecretRef; a ``secret_block`` needs Prefect and is refused here."""
+    if ref.env is None:
+        raise ConfigError(f"secret block {ref.secret_block!r} can only be read inside a Prefect run")
+    value = os.environ.get(ref.env)
+    if value is None:
+        raise ConfigError(f"environment variable {ref.env} (named by the config) is not set")
+    return value
+
+
+class CredentialsRef(_Strict):
+    """Registry credentials by reference.
+
+    ``username`` is plain text (not a secret); ``password`` is a SecretRef. ``docker_config: true`` reads
+    Docker's ``config.json`` (auths, credsStore, credHelpers) for the registry instead.
+    """
+
+    username: str | None = None
+    password: SecretRef | None = None
+    docker_config: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CredentialsRef:
+        if self.docker_config and (self.username or self.password):
+            raise ValueError("use either docker_config or username/password, not both")
+        if not self.docker_config and (self.username is None or self.password is None):
+            raise ValueError("username and password are both needed (or docker_config: true)")
+        return self
+
+    def resolve(self, read_secret: SecretReader) -> Credentials | None:
+        """Explicit credentials, or ``None`` to let the registry client read Docker's config.json."""
+        if self.docker_config or self.password is None:
+            return None
+        return Credentials(username=self.username, password=SecretStr(read_secret(self.password)))
+
+
+class RegistrySettings(_Strict):
+    """How to reach one registry host."""
+
+    mirrors: list[str] = Field(default_factory=list, description="Endpoints tried in order before the registry.")
+    insecure: bool = Field(default=False, description="Allow plain HTTP and unverified TLS for this host.")
+    ca_bundle: str | None = Field(default=None, description="PEM file of CAs to trust for this host.")
+    credentials: CredentialsRef | None = None
+
+    def resolve(self, read_secret: SecretReader, max_connections: int) -> RegistryConfig:
+        """The registry client's settings, with secrets read."""
+        credentials = self.credentials.resolve(read_secret) if self.credentials else None
+        return RegistryConfig(
+            mirrors=self.mirrors,
+            insecure=self.insecure,
+            ca_bundle=self.ca_bundle,
+            credentials=credentials,
+            max_connections=max_connections,
+        )
+
+
+def registry_configs(
+    registries: dict[str, RegistrySettings], read_secret: SecretReader, max_connections: int
+) -> dict[str, RegistryConfig]:
+    """Resolve every registry's settings for the registry client."""
+    return {host: settings.resolve(read_secret, max_connections) for host, settings in registries.items()}
+
+
+class StoreSettings(_Strict):
+    """The destination: an OCI image layout at a local path or fsspec URL (``s3://``, ``gs://``)."""
+
+    url: str
+    options: dict[str, Any] = Field(default_factory=dict, description="fsspec storage options (not secret).")
+    secret_options: dict[str, SecretRef] = Field(
+        default_factory=dict, description="Storage options whose values are secrets, by reference."
+    )
+
+    def storage_options(self, read_secret: SecretReader) -> dict[str, Any]:
+        """fsspec storage options with secret values read; never log the result."""
+        return {**self.options, **{key: read_secret(ref) for key, ref in self.secret_options.items()}}
+
+
+class ImageSpec(_Strict):
+    """One source repository and which of its tags to mirror.
+
+    With no tag selector at all, ``latest`` is mirrored, as ``docker pull`` would. ``tags`` are taken as
+    given; the other selectors filter the registry's tag list: ``include``/``exclude`` regular expressions
+    (full match), a ``semver`` range (PEP 440 specifiers, ``>=3.18,<4``; a space also separates), and the
+    ``latest`` N by version. ``digests`` are mirrored untagged-by-name as ``repo@digest``.
+    """
+
+    source: str
+    tags: list[str] = Field(default_factory=list)
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    semver: str | None = None
+    latest: Annotated[int, Field(ge=1)] | None = None
+    digests: list[Digest] = Field(default_factory=list)
+    platforms: list[str] | None = Field(default=None, description="Overrides the config's default platforms.")
+    all_metadata: bool | None = None
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _compiles(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"invalid regular expression {pattern!r}: {error}") from None
+        return patterns
+
+    @field_validator("semver")
+    @classmethod
+    def _specifier(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            SpecifierSet(",".join(value.split()))
+        except InvalidSpecifier:
+            raise ValueError(f"invalid version range {value!r} (expected e.g. '>=3.18,<4')") from None
+        return value
+
+    @property
+    def lists_tags(self) -> bool:
+        """Whether the registry's tag list is needed to decide what to mirror."""
+        return bool(self.include or self.exclude or self.semver or self.latest)
+
+    @property
+    def version_range(self) -> SpecifierSet | None:
+        return SpecifierSet(",".join(self.semver.split())) if self.semver else None
+
+
+class MirrorConfig(_Strict):
+    """A mirror sync: the store, how to reach registries, and the images to keep mirrored."""
+
+    store: StoreSettings
+    images: list[ImageSpec] = Field(min_length=1)
+    registries: dict[str, RegistrySettings] = Field(default_factory=dict)
+    platforms: list[str] = Field(default_factory=list, description="Default platforms; empty means all.")
+    all_metadata: bool = False
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+
+    @field_validator("platforms")
+    @classmethod
+    def _platforms(cls, values: list[str]) -> list[str]:
+        return [format_platform(parse_platform(value)) for value in values]
+
+
+def load_config(path: str | Path) -> MirrorConfig:
+    """Read and validate a mirror config file; every problem is reported with its location in the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    return parse_config(data, source=str(path))
+
+
+def parse_config(data: object, source: str = "config") -> MirrorConfig:
+    """Validate already-loaded config data (a dict), e.g. a Prefect flow parameter."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return MirrorConfig.model_validate(data)
+    except ValidationError as error:
+        problems = "\n".join(
+            f"  {'.'.join(str(part) for part in item['loc']) or '(top level)'}: {item['msg']}"
+            for item in error.errors()
+        )
+        raise ConfigError(f"{source} is invalid:\n{problems}") from None

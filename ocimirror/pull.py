@@ -1,0 +1,73 @@
+"""Pulling an image into a store without Prefect: fetch the tree, then tag it.
+
+This is containerd's pull in miniature and the reference behaviour for the Prefect flow, which runs the
+same handlers level by level as tasks. It also serves store-to-store copies, since a store is a Fetcher.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import cast
+
+from . import mediatypes
+from .content import Fetcher, copy_content, read_document
+from .descriptor import Descriptor
+from .handlers import Handler, dispatch, fetch_handler, handlers
+from .manifest import Index, encode_document
+from .remotes.reference import Reference
+from .selection import PlatformSelection
+from .store import LayoutStore
+
+
+def recorded_name(reference: Reference) -> str:
+    """The name an image is tagged under in a store: ``registry/repo:tag``, or ``registry/repo@digest`` when
+    it has no tag. A digest pinned next to a tag only decides what is fetched."""
+    return f"{reference.name}:{reference.tag}" if reference.tag else f"{reference.name}@{reference.digest}"
+
+
+def pull_handler(fetcher: Fetcher, store: LayoutStore, selection: PlatformSelection) -> Handler:
+    """Fetch a descriptor into ``store``, then return the children ``selection`` keeps."""
+    return handlers(fetch_handler(store, fetcher), selection.children_handler(store))
+
+
+def pull(
+    fetcher: Fetcher,
+    store: LayoutStore,
+    root: Descriptor,
+    reference: str,
+    selection: PlatformSelection | None = None,
+    limit: int | None = 8,
+) -> Descriptor:
+    """Fetch the image under ``root`` into ``store`` and tag it ``reference``; return the tagged descriptor.
+
+    The tag is written only after every blob of the selected tree is committed, so a failed pull leaves
+    the previous tag (if any) in place and never points at an incomplete image.
+    """
+    selection = selection or PlatformSelection()
+    dispatch(pull_handler(fetcher, store, selection), [root], limit)
+    return tag_image(store, reference, root, selection)
+
+
+def tag_image(store: LayoutStore, reference: str, root: Descriptor, selection: PlatformSelection) -> Descriptor:
+    """Record ``reference`` in the store's index.json for a fetched ``root``.
+
+    When the selection keeps only some platforms of an index, the tag points at a new index listing just
+    those manifests, so the stored image is complete and readable by any OCI tool; the source digest is
+    kept as an annotation.
+    """
+    target = root
+    if selection.rewrites_index and mediatypes.is_index(root.media_type):
+        target = write_filtered_index(store, root, selection)
+    store.tag(reference, target, annotations=selection.annotations(root))
+    return target
+
+
+def write_filtered_index(store: LayoutStore, root: Descriptor, selection: PlatformSelection) -> Descriptor:
+    """Store an index like ``root``'s with only the manifests ``selection`` keeps; return its descriptor."""
+    document = cast(Index, read_document(store, root))  # an index media type always decodes to an Index
+    filtered = document.model_copy(update={"manifests": selection.select(root, document.manifests)})
+    content = encode_document(filtered)
+    descriptor = Descriptor.from_bytes(root.media_type, content)
+    # Inline data makes copy_content write ``content`` itself: one verified write path for every blob.
+    copy_content(store, store, descriptor.model_copy(update={"data": base64.b64encode(content).decode()}))
+    return descriptor

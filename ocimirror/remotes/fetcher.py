@@ -1,0 +1,184 @@
+"""Streaming content out of a registry, resuming broken downloads where they stopped.
+
+Big layers over long links break: connections reset, proxies cut bodies. The fetcher keeps its position
+and reconnects with ``Range: bytes=<position>-``; a server that ignores Range and sends the whole body
+again has the already-delivered prefix discarded. Each retry without progress uses up the registry's
+retry budget (urllib3's ``Retry``, with its backoff and jitter); any progress restores it. The declared
+size is a hard ceiling: a server sending more is an error, never a bigger blob.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import requests
+from urllib3.exceptions import MaxRetryError, ProtocolError
+from urllib3.util.retry import Retry
+
+from .. import mediatypes
+from ..descriptor import Descriptor
+from ..errors import NotFound, PermanentError, SizeMismatch, TransientError
+from .auth import repository_scope
+from .policy import origin_of
+from .reference import Reference
+
+if TYPE_CHECKING:
+    from .registry import Registry
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 64 * 1024
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One URL the content may come from, and whether the repository's credentials go with it."""
+
+    url: str
+    subject: str
+    authenticate: bool
+
+
+class RegistryFetcher:
+    """A :class:`~ocimirror.content.Fetcher` over one repository of a registry (and its mirrors).
+
+    Manifests and indexes come from ``/manifests/<digest>``, everything else from ``/blobs/<digest>``.
+    Non-distributable layers are read from their ``urls`` first only when ``allow_foreign_urls`` is set;
+    those requests never carry the registry's credentials.
+    """
+
+    def __init__(
+        self, registry: Registry, ref: Reference, *, allow_foreign_urls: bool = False, chunk_size: int = CHUNK_SIZE
+    ) -> None:
+        self.registry = registry
+        self.ref = ref
+        self.allow_foreign_urls = allow_foreign_urls
+        self.chunk_size = chunk_size
+
+    def __repr__(self) -> str:
+        return f"RegistryFetcher({str(self.ref)!r})"
+
+    def fetch(self, descriptor: Descriptor, offset: int = 0) -> Iterator[bytes]:
+        """Yield ``descriptor``'s content from ``offset``; never more than ``descriptor.size`` in total."""
+        if not 0 <= offset <= descriptor.size:
+            raise PermanentError(f"offset {offset} is outside {descriptor.digest} of {descriptor.size} bytes")
+        return self._stream(descriptor, offset)
+
+    def sources(self, descriptor: Descriptor) -> list[_Source]:
+        """Where ``descriptor`` may be read, in order: allowed foreign URLs, mirrors, the registry."""
+        found: list[_Source] = []
+        if self.allow_foreign_urls:
+            for url in descriptor.urls or []:
+                if urlsplit(url).scheme in ("http", "https"):
+                    found.append(_Source(url, f"foreign URL {origin_of(url)} for {descriptor.digest}", False))
+        kind = "manifests" if mediatypes.is_document(descriptor.media_type) else "blobs"
+        for endpoint in self.registry.endpoints(self.ref):
+            url = endpoint.url(f"/v2/{self.ref.repository}/{kind}/{descriptor.digest}")
+            subject = f"{endpoint.describe()} repository {self.ref.repository} {kind[:-1]} {descriptor.digest}"
+            found.append(_Source(url, subject, True))
+        return found
+
+    def _stream(self, descriptor: Descriptor, offset: int) -> Iterator[bytes]:
+        source, response, skip = self._open_first(descriptor, offset)
+        position = offset
+        template = self.registry.retry
+        retry = template
+        try:
+            while True:
+                start = position
+                try:
+                    for chunk in response.iter_content(self.chunk_size):
+                        if skip:
+                            dropped = min(skip, len(chunk))
+                            skip -= dropped
+                            chunk = chunk[dropped:]
+                            if not chunk:
+                                continue
+                        if position + len(chunk) > descriptor.size:
+                            raise SizeMismatch(
+                                f"{source.subject}: the server sends more than the declared {descriptor.size} bytes"
+                            )
+                        position += len(chunk)
+                        yield chunk
+                    if position == descriptor.size:
+                        return
+                    problem = f"body ended after {position} of {descriptor.size} bytes"
+                except requests.RequestException as error:
+                    problem = f"body broken after {position} of {descriptor.size} bytes ({type(error).__name__})"
+                response.close()
+                retry = self._count_failure(template if position > start else retry, source, problem)
+                retry.sleep()
+                log.info("%s: %s; resuming at byte %d", source.subject, problem, position)
+                response, skip = self._open(source, descriptor, position)
+        finally:
+            response.close()
+
+    def _count_failure(self, retry: Retry, source: _Source, problem: str) -> Retry:
+        """Spend one retry of the budget, or raise TransientError once it is used up without progress."""
+        try:
+            return retry.increment(method="GET", url=source.url, error=ProtocolError(problem))
+        except MaxRetryError:
+            raise TransientError(f"{source.subject}: {problem}; giving up after repeated failures") from None
+
+    def _open_first(self, descriptor: Descriptor, offset: int) -> tuple[_Source, requests.Response, int]:
+        """Open the first source that has the content; skip those that 404 or keep failing."""
+        sources = self.sources(descriptor)
+        for source in sources[:-1]:
+            try:
+                return (source, *self._open(source, descriptor, offset))
+            except (NotFound, TransientError) as error:
+                log.info("%s; trying the next source", error)
+        return (sources[-1], *self._open(sources[-1], descriptor, offset))
+
+    def _open(self, source: _Source, descriptor: Descriptor, position: int) -> tuple[requests.Response, int]:
+        """GET the content from ``position``; return the response and how many leading bytes to discard."""
+        headers = {"Accept-Encoding": "identity"}
+        if mediatypes.is_document(descriptor.media_type):
+            headers["Accept"] = ", ".join(dict.fromkeys((descriptor.media_type, *mediatypes.MANIFEST_ACCEPT)))
+        if position:
+            headers["Range"] = f"bytes={position}-"
+        response = self.registry.request(
+            "GET",
+            source.url,
+            subject=source.subject,
+            scope=repository_scope(self.ref.repository) if source.authenticate else None,
+            authenticate=source.authenticate,
+            headers=headers,
+        )
+        try:
+            skip, remaining = self._check_answer(response, source, descriptor, position)
+        except BaseException:
+            response.close()
+            raise
+        length = response.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > remaining:
+            response.close()
+            raise SizeMismatch(
+                f"{source.subject}: the server announces {length} bytes, more than the declared "
+                f"{descriptor.size} bytes allow"
+            )
+        return response, skip
+
+    @staticmethod
+    def _check_answer(
+        response: requests.Response, source: _Source, descriptor: Descriptor, position: int
+    ) -> tuple[int, int]:
+        """``(bytes to skip, bytes the body may hold)`` for a 200 or 206 answer to a request from ``position``."""
+        if response.status_code == 200:
+            return position, descriptor.size
+        if response.status_code == 206 and position:
+            match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+            if match is None or int(match.group(1)) != position:
+                raise PermanentError(
+                    f"{source.subject}: asked for bytes from {position}, got range "
+                    f"{response.headers.get('Content-Range')!r}"
+                )
+            return 0, descriptor.size - position
+        raise PermanentError(f"{source.subject}: unexpected HTTP {response.status_code}")
+

@@ -1,0 +1,82 @@
+"""Results of fetches and syncs, for Python callers, the CLI's ``--json`` and Prefect artifacts."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from .descriptor import Descriptor
+from .digest import short
+from .platforms import format_platform
+
+
+def human_size(size: int) -> str:
+    """Decimal units as registries and Docker print them: ``30.0 MB``."""
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def describe(descriptor: Descriptor) -> str:
+    """A descriptor in a few words for people: ``manifest linux/arm64/v8 sha256:1a2b3c4d 1.2 kB``."""
+    words = [descriptor.kind]
+    if descriptor.platform is not None:
+        words.append(format_platform(descriptor.platform))
+    words += [short(descriptor.digest), human_size(descriptor.size)]
+    return " ".join(words)
+
+
+class TreeRow(BaseModel):
+    """One descriptor of a fetched image and what happened to it."""
+
+    kind: str
+    platform: str | None = None
+    digest: str
+    size: int
+    status: Literal["fetched", "present"]
+
+    @classmethod
+    def of(cls, descriptor: Descriptor, status: Literal["fetched", "present"]) -> TreeRow:
+        platform = format_platform(descriptor.platform) if descriptor.platform else None
+        return cls(kind=descriptor.kind, platform=platform, digest=descriptor.digest, size=descriptor.size, status=status)
+
+
+class FetchResult(BaseModel):
+    """What ``fetch_image`` did for one reference."""
+
+    reference: str
+    source_digest: str = Field(description="The digest the reference resolved to at the source.")
+    digest: str = Field(description="The digest tagged in the store (differs for a platform-filtered index).")
+    media_type: str
+    platforms: list[str] = Field(default_factory=list, description="Requested platforms; empty means all.")
+    blobs_fetched: int = 0
+    blobs_present: int = 0
+    bytes_fetched: int = 0
+    bytes_present: int = 0
+    duration_seconds: float = 0.0
+    tree: list[TreeRow] = Field(default_factory=list)
+
+
+class ImageOutcome(BaseModel):
+    """One image of a sync: planned, fetched, already up to date, or failed (with the reason)."""
+
+    reference: str
+    status: Literal["planned", "fetched", "up-to-date", "failed"]
+    source_digest: str | None = None
+    error: str | None = None
+    result: FetchResult | None = None
+
+
+class SyncResult(BaseModel):
+    """What ``mirror_sync`` did, image by image."""
+
+    dry_run: bool = False
+    images: list[ImageOutcome] = Field(default_factory=list)
+
+    @property
+    def failed(self) -> list[ImageOutcome]:
+        return [image for image in self.images if image.status == "failed"]

@@ -1,0 +1,43 @@
+"""Small fsspec helpers shared by the layout and its backends: stat a blob, stream a byte range.
+
+Reads go through ranged ``cat_file`` calls rather than one open file object: that never reads past the
+range asked for, and it is safe for concurrent readers on every filesystem (``MemoryFileSystem`` hands all
+readers of a path one shared file object with one position, so a long-lived handle there is not).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fsspec import AbstractFileSystem
+
+#: Read size for local disk and memory; object stores get larger ranges (one request each).
+LOCAL_CHUNK_SIZE = 1024 * 1024
+REMOTE_CHUNK_SIZE = 8 * 1024 * 1024
+
+
+def file_size(fs: AbstractFileSystem, path: str) -> int | None:
+    """The size of the regular file at ``path``, or ``None`` if there is none (one stat)."""
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        return None
+    if info.get("type") != "file":
+        return None
+    return int(info["size"])
+
+
+def read_range(
+    fs: AbstractFileSystem, path: str, start: int, end: int, chunk_size: int = LOCAL_CHUNK_SIZE
+) -> Iterator[bytes]:
+    """Yield the bytes of ``path`` from ``start`` up to (not including) ``end``, ``chunk_size`` at a time.
+
+    Stops early if the file is shorter; the caller's verifier turns that into a size mismatch.
+    """
+    position = start
+    while position < end:
+        chunk = fs.cat_file(path, start=position, end=min(end, position + chunk_size))
+        if not chunk:
+            return
+        yield chunk
+        position += len(chunk)

@@ -1,0 +1,259 @@
+"""An OCI image layout used as a content store: a Provider and Ingester over any Backend.
+
+The layout (``oci-layout``, ``index.json``, ``blobs/<alg>/<hex>``) is what skopeo, umoci and containerd read,
+so a store is usable by those tools as it is. Reads are plain fsspec calls; everything that writes goes
+through the backend, which knows how to make a blob visible only once verified and how to update
+``index.json`` without losing a concurrent writer's entry.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from collections.abc import Callable, Iterator
+
+from fsspec import AbstractFileSystem
+from pydantic import ValidationError
+
+from .. import mediatypes
+from ..content import Status, Writer
+from ..descriptor import Descriptor
+from ..digest import ALGORITHMS, blob_path
+from ..errors import InvalidManifest, InvalidReference, NotFound, StoreError
+from ..manifest import Index, encode_document
+from .backend import Backend
+from .files import LOCAL_CHUNK_SIZE, file_size, read_range
+
+OCI_LAYOUT_FILE = "oci-layout"
+INDEX_FILE = "index.json"
+LAYOUT_VERSION = "1.0.0"
+#: The annotations naming a tagged image in ``index.json``: the OCI one and the one containerd reads.
+REF_NAME = "org.opencontainers.image.ref.name"
+CONTAINERD_NAME = "io.containerd.image.name"
+
+_USERINFO = re.compile(r"//[^/@]*@")
+_UNPRINTABLE = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without any ``user:password@`` part, fit for logs and reprs."""
+    return _USERINFO.sub("//", url, count=1)
+
+
+def _summarise(error: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in item['loc']) or '(root)'}: {item['msg']}" for item in error.errors()[:3]
+    )
+
+
+def decode_index(content: bytes | None, where: str) -> Index:
+    """Parse ``index.json`` (``None`` means absent: an empty index); a corrupt file is a ``StoreError``.
+
+    The file is never reset silently: it may be the only record of what the store holds.
+    """
+    if content is None:
+        return Index(schema_version=2, media_type=mediatypes.OCI_INDEX, manifests=[])
+    try:
+        body = json.loads(content)
+        if not isinstance(body, dict):
+            raise StoreError(f"{where} is corrupt: not a JSON object")
+        index = Index.model_validate(body)
+    except ValidationError as error:
+        raise StoreError(f"{where} is corrupt: {_summarise(error)}") from None
+    except ValueError as error:
+        raise StoreError(f"{where} is corrupt: {error}") from None
+    if index.media_type not in (None, mediatypes.OCI_INDEX):
+        raise StoreError(f"{where} is corrupt: mediaType {index.media_type!r} is not {mediatypes.OCI_INDEX}")
+    return index
+
+
+def ref_name(descriptor: Descriptor) -> str | None:
+    """The reference an ``index.json`` entry is tagged with, if any."""
+    return (descriptor.annotations or {}).get(REF_NAME)
+
+
+def _check_reference(reference: str) -> None:
+    if not isinstance(reference, str) or not reference or _UNPRINTABLE.search(reference):
+        raise InvalidReference(f"invalid reference {reference!r}: must be non-empty without spaces or controls")
+
+
+def _check_layout(content: bytes, where: str) -> None:
+    try:
+        version = json.loads(content).get("imageLayoutVersion")
+    except (ValueError, AttributeError):
+        version = None
+    if not isinstance(version, str) or not version.startswith("1."):
+        raise StoreError(f"{where} does not declare an OCI image layout 1.x: {content[:100]!r}")
+
+
+def _tagged(index: Index, reference: str, entry: Descriptor) -> Index:
+    """``index`` with ``entry`` as the one entry for ``reference``, replacing any in place."""
+    manifests: list[Descriptor] = []
+    placed = False
+    for existing in index.manifests:
+        if ref_name(existing) != reference:
+            manifests.append(existing)
+        elif not placed:
+            manifests.append(entry)
+            placed = True
+    if not placed:
+        manifests.append(entry)
+    return index.model_copy(update={"manifests": manifests, "media_type": mediatypes.OCI_INDEX})
+
+
+class LayoutStore:
+    """A content store in an OCI image layout; implements ``Provider`` and ``Ingester``.
+
+    One store holds many repositories: blobs are shared by digest, images are ``index.json`` entries named
+    by their full reference. The repr shows the URL only, never storage options (they may hold secrets).
+    """
+
+    def __init__(self, backend: Backend, url: str, chunk_size: int = LOCAL_CHUNK_SIZE) -> None:
+        self.backend = backend
+        self.url = redact_url(url)
+        self.chunk_size = chunk_size
+        self._layout_ready = False
+
+    def __repr__(self) -> str:
+        return f"LayoutStore({self.url!r})"
+
+    def __str__(self) -> str:
+        return self.url
+
+    @property
+    def fs(self) -> AbstractFileSystem:
+        return self.backend.fs
+
+    def _path(self, relative: str) -> str:
+        return posixpath.join(self.backend.root, relative)
+
+    def _where(self, relative: str) -> str:
+        return f"{self.url.rstrip('/')}/{relative}"
+
+    def _read(self, relative: str) -> bytes | None:
+        try:
+            return self.fs.cat_file(self._path(relative))
+        except FileNotFoundError:
+            return None
+
+    # Provider
+
+    def fetch(self, descriptor: Descriptor, offset: int = 0) -> Iterator[bytes]:
+        """Stream the committed content of ``descriptor`` from ``offset``, never past its declared size."""
+        path = self._path(blob_path(descriptor.digest))
+        if not 0 <= offset <= descriptor.size:
+            raise ValueError(f"offset {offset} is outside {descriptor.digest} of {descriptor.size} bytes")
+        if file_size(self.fs, path) is None:
+            raise NotFound(f"{descriptor.digest} is not in {self}")
+        return read_range(self.fs, path, offset, descriptor.size, self.chunk_size)
+
+    def exists(self, descriptor: Descriptor) -> bool:
+        """Whether the blob is committed with the declared size (one stat); a blob of the wrong size counts
+        as absent, so writing it again repairs it."""
+        return file_size(self.fs, self._path(blob_path(descriptor.digest))) == descriptor.size
+
+    def info(self, digest: str) -> int:
+        """The size of a committed blob; ``NotFound`` if absent."""
+        size = file_size(self.fs, self._path(blob_path(digest)))
+        if size is None:
+            raise NotFound(f"{digest} is not in {self}")
+        return size
+
+    def blobs(self) -> Iterator[str]:
+        """``<alg>:<name>`` for every file under ``blobs/<alg>/``, unvalidated, so ``verify`` can flag strays."""
+        for algorithm in sorted(ALGORITHMS):
+            try:
+                entries = self._list_fresh(self._path(f"blobs/{algorithm}"))
+            except FileNotFoundError:
+                continue
+            names = sorted(posixpath.basename(entry["name"]) for entry in entries if entry.get("type") == "file")
+            for name in names:
+                yield f"{algorithm}:{name}"
+
+    def _list_fresh(self, path: str) -> list[dict[str, object]]:
+        """List ``path`` without trusting or keeping a cached listing (s3fs and gcsfs cache them): a kept
+        listing would make later stats miss blobs that other writers commit."""
+        self.fs.invalidate_cache(path)
+        try:
+            return self.fs.ls(path, detail=True)
+        finally:
+            self.fs.invalidate_cache(path)
+
+    # Ingester
+
+    def writer(self, ref: str, descriptor: Descriptor) -> Writer:
+        """Open or resume the ingest ``ref``; ``AlreadyExists`` if the content is committed."""
+        blob_path(descriptor.digest)
+        self._ensure_layout()
+        return self.backend.blob_writer(ref, descriptor)
+
+    def statuses(self) -> list[Status]:
+        """Every ingest in progress."""
+        return self.backend.statuses()
+
+    # index.json
+
+    def images(self) -> list[Descriptor]:
+        """The entries of ``index.json``, in file order."""
+        return list(decode_index(self._read(INDEX_FILE), self._where(INDEX_FILE)).manifests)
+
+    def resolve(self, reference: str) -> Descriptor:
+        """The entry tagged ``reference``; ``NotFound`` if there is none."""
+        for entry in self.images():
+            if ref_name(entry) == reference:
+                return entry
+        raise NotFound(f"{reference} is not tagged in {self}")
+
+    def tag(self, reference: str, descriptor: Descriptor, annotations: dict[str, str] | None = None) -> None:
+        """Name ``descriptor`` ``reference`` in ``index.json``, replacing the entry of that name if any.
+
+        The content must already be committed (the caller commits the children first), so a tag never
+        points at an incomplete image.
+        """
+        _check_reference(reference)
+        if not mediatypes.is_document(descriptor.media_type):
+            raise InvalidManifest(f"cannot tag {reference}: {descriptor.media_type} is not a manifest or index")
+        if not self.exists(descriptor):
+            raise NotFound(f"cannot tag {reference}: {descriptor.digest} is not in {self}")
+        entry = descriptor.model_copy(
+            update={
+                "annotations": {
+                    **(descriptor.annotations or {}),
+                    **(annotations or {}),
+                    REF_NAME: reference,
+                    CONTAINERD_NAME: reference,
+                }
+            }
+        )
+        self._update_index(lambda index: _tagged(index, reference, entry))
+
+    def untag(self, reference: str) -> None:
+        """Remove the entry tagged ``reference`` (its blobs stay); ``NotFound`` if there is none."""
+
+        def without(index: Index) -> Index:
+            kept = [entry for entry in index.manifests if ref_name(entry) != reference]
+            if len(kept) == len(index.manifests):
+                raise NotFound(f"{reference} is not tagged in {self}")
+            return index.model_copy(update={"manifests": kept})
+
+        self._update_index(without)
+
+    def _update_index(self, change: Callable[[Index], Index]) -> None:
+        self._ensure_layout()
+        where = self._where(INDEX_FILE)
+        self.backend.update(INDEX_FILE, lambda current: encode_document(change(decode_index(current, where))))
+
+    def _ensure_layout(self) -> None:
+        """Create ``oci-layout`` and an empty ``index.json`` if missing; refuse a layout of another version."""
+        if self._layout_ready:
+            return
+        layout = self._read(OCI_LAYOUT_FILE)
+        if layout is None:
+            default = json.dumps({"imageLayoutVersion": LAYOUT_VERSION}).encode()
+            layout = self.backend.update(OCI_LAYOUT_FILE, lambda current: current or default)
+        _check_layout(layout, self._where(OCI_LAYOUT_FILE))
+        if file_size(self.fs, self._path(INDEX_FILE)) is None:
+            empty = encode_document(decode_index(None, ""))
+            self.backend.update(INDEX_FILE, lambda current: empty if current is None else current)
+        self._layout_ready = True

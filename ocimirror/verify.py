@@ -1,0 +1,197 @@
+"""Checking a store and summarising its images: what ``ocimirror verify`` and ``ocimirror ls`` report.
+
+Verification trusts nothing the store says about itself: every blob is re-hashed against its name, and
+every tagged image is walked from its ``index.json`` entry down to the layers, so a missing layer or a
+manifest that no longer parses is found before anyone pulls the image.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from contextlib import closing
+from typing import Literal
+
+from pydantic import BaseModel, computed_field
+
+from . import mediatypes
+from .content import read_blob, read_document
+from .descriptor import Descriptor
+from .digest import Verifier, validate_digest
+from .errors import DigestMismatch, InvalidDigest, InvalidManifest, NotFound, SizeMismatch
+from .manifest import Index, Manifest
+from .selection import PlatformSelection
+from .store.layout import CONTAINERD_NAME, LayoutStore, ref_name
+
+_OCTET_STREAM = "application/octet-stream"
+CORRUPT_BLOB = "corrupt-blob"
+MISSING_BLOB = "missing-blob"
+INVALID_MANIFEST = "invalid-manifest"
+FaultKind = Literal["corrupt-blob", "missing-blob", "invalid-manifest"]
+
+
+class Fault(BaseModel):
+    """One problem found: a blob whose content does not match its name, a blob an image needs but the store
+    lacks, or a manifest or index that cannot be used."""
+
+    kind: FaultKind
+    digest: str
+    detail: str
+    reference: str | None = None
+
+    def __str__(self) -> str:
+        where = f" in {self.reference}" if self.reference else ""
+        return f"{self.kind} {self.digest}{where}: {self.detail}"
+
+
+class VerifyReport(BaseModel):
+    """The outcome of ``verify_store``; ``ok`` only when no fault was found."""
+
+    blobs_checked: int = 0
+    bytes_checked: int = 0
+    images_checked: int = 0
+    faults: list[Fault] = []
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def ok(self) -> bool:
+        return not self.faults
+
+    def summary(self) -> str:
+        """One line for people: what was checked and how many faults were found."""
+        return (
+            f"{self.blobs_checked} blobs ({self.bytes_checked} bytes) re-hashed, "
+            f"{self.images_checked} images checked, {len(self.faults)} faults"
+        )
+
+
+class ImageSummary(BaseModel):
+    """One tagged image, as ``ocimirror ls`` lists it."""
+
+    reference: str
+    digest: str
+    media_type: str
+    platforms: list[str]
+    size: int
+
+
+def _image_name(entry: Descriptor) -> str:
+    return ref_name(entry) or (entry.annotations or {}).get(CONTAINERD_NAME) or entry.digest
+
+
+def rehash_blob(store: LayoutStore, name: str) -> tuple[int, Fault | None]:
+    """Stream the blob stored as ``name`` (``<alg>:<hex>``) through its hash; return its size and any fault."""
+    try:
+        digest = validate_digest(name)
+        size = store.info(digest)
+    except InvalidDigest:
+        return 0, Fault(kind=CORRUPT_BLOB, digest=name, detail="a file under blobs/ is not named by a valid digest")
+    except NotFound:
+        return 0, None  # removed while verifying
+    verifier = Verifier(digest, size)
+    with closing(store.fetch(Descriptor(media_type=_OCTET_STREAM, digest=digest, size=size))) as chunks:
+        for chunk in chunks:
+            verifier.update(chunk)
+    try:
+        verifier.verify()
+    except (DigestMismatch, SizeMismatch) as error:
+        return size, Fault(kind=CORRUPT_BLOB, digest=digest, detail=str(error))
+    return size, None
+
+
+def walk_image(
+    store: LayoutStore,
+    root: Descriptor,
+    on_fault: Callable[[Fault], None],
+    untrusted: frozenset[str] = frozenset(),
+) -> list[Descriptor]:
+    """Every distinct descriptor of the tree under ``root``, depth-first, reporting what is missing or
+    unusable to ``on_fault``; documents whose digest is in ``untrusted`` (already found corrupt) are not
+    descended into. The tree is the one the image was mirrored with: an image mirrored with
+    ``all_metadata`` lacks other platforms' layers by design, and that is not a fault."""
+    reference = _image_name(root)
+    selection = PlatformSelection.from_annotations(root.annotations)
+    seen: set[str] = set()
+    found: list[Descriptor] = []
+    pending = [root]
+    while pending:
+        descriptor = pending.pop()
+        if descriptor.digest in seen:
+            continue
+        seen.add(descriptor.digest)
+        found.append(descriptor)
+        if not store.exists(descriptor):
+            detail = f"{descriptor.kind} ({descriptor.media_type}, {descriptor.size} bytes) is not in the store"
+            on_fault(Fault(kind=MISSING_BLOB, digest=descriptor.digest, detail=detail, reference=reference))
+            continue
+        media_type = descriptor.media_type
+        if descriptor.digest in untrusted or not (mediatypes.is_document(media_type) or mediatypes.is_schema1(media_type)):
+            continue
+        try:
+            document = read_document(store, descriptor)
+        except (InvalidManifest, DigestMismatch, SizeMismatch) as error:
+            on_fault(Fault(kind=INVALID_MANIFEST, digest=descriptor.digest, detail=str(error), reference=reference))
+            continue
+        pending.extend(reversed(selection.keep(descriptor, document.children())))
+    return found
+
+
+def verify_store(store: LayoutStore) -> VerifyReport:
+    """Re-hash every blob (streamed) and check that every tagged image's tree is present and parses."""
+    report = VerifyReport()
+    corrupt: set[str] = set()
+    for name in store.blobs():
+        size, fault = rehash_blob(store, name)
+        report.blobs_checked += 1
+        report.bytes_checked += size
+        if fault is not None:
+            report.faults.append(fault)
+            corrupt.add(fault.digest)
+    for entry in store.images():
+        walk_image(store, entry, report.faults.append, frozenset(corrupt))
+        report.images_checked += 1
+    return report
+
+
+def _config_platform(store: LayoutStore, manifest: Manifest) -> list[str]:
+    try:
+        config = json.loads(read_blob(store, manifest.config))
+    except (NotFound, DigestMismatch, SizeMismatch, InvalidManifest, ValueError):
+        return []
+    if not isinstance(config, dict) or not config.get("os") or not config.get("architecture"):
+        return []
+    parts = [config["os"], config["architecture"]] + ([config["variant"]] if config.get("variant") else [])
+    return ["/".join(str(part) for part in parts)]
+
+
+def _platforms(store: LayoutStore, entry: Descriptor) -> list[str]:
+    """Platforms from the index entry, else from the index's manifests, else from the image config."""
+    if entry.platform is not None:
+        return [str(entry.platform)]
+    try:
+        document = read_document(store, entry)
+    except (NotFound, InvalidManifest, DigestMismatch, SizeMismatch):
+        return []
+    if isinstance(document, Index):
+        listed = (
+            str(child.platform)
+            for child in document.manifests
+            if child.platform is not None and not child.is_attestation_manifest
+        )
+        return list(dict.fromkeys(listed))
+    return _config_platform(store, document)
+
+
+def list_images(store: LayoutStore) -> list[ImageSummary]:
+    """Each tagged image with its digest, media type, platforms and total size (distinct blobs of its tree,
+    as declared; what is missing is for ``verify`` to report)."""
+    return [
+        ImageSummary(
+            reference=_image_name(entry),
+            digest=entry.digest,
+            media_type=entry.media_type,
+            platforms=_platforms(store, entry),
+            size=sum(descriptor.size for descriptor in walk_image(store, entry, lambda fault: None)),
+        )
+        for entry in store.images()
+    ]

@@ -1,0 +1,274 @@
+"""``ocimirror``: the command-line contract of DESIGN.md §6.
+
+``pull`` and ``sync`` run the Prefect flows (on the ephemeral server unless ``PREFECT_API_URL`` is set, so
+runs show in whichever UI the user has); ``ls`` and ``verify`` read the store with the core alone. Output is
+rich progress on a terminal, plain lines otherwise, one JSON document with ``--json``. Exit codes: 0 when
+everything asked for is complete and verified, 1 when something failed, 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
+from rich.table import Table
+
+from ocimirror import progress as progress_events
+from ocimirror.errors import ConfigError, OcimirrorError
+from ocimirror.report import human_size
+
+app = typer.Typer(
+    name="ocimirror",
+    help="Mirror OCI and Docker images into OCI image layouts on disk, S3 or GCS.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document with the results.")]
+StorageOption = Annotated[
+    list[str] | None,
+    typer.Option("--storage-option", "-o", metavar="KEY=VALUE", help="fsspec storage option (repeatable)."),
+]
+
+
+def _storage_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; values are read as YAML scalars so ``anon=true`` is a boolean."""
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint="--storage-option")
+        options[key] = yaml.safe_load(value) if value else ""
+    return options
+
+
+def _quiet_prefect() -> None:
+    """Prefect's console logs would interleave with ours; the run history keeps them in full."""
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+@contextmanager
+def _progress_display(enabled: bool) -> Iterator[None]:
+    """Rich progress bars, one per image, fed by the flows' progress events, on a terminal only."""
+    if not enabled:
+        yield
+        return
+    bars = Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def show(event: progress_events.Progress) -> None:
+        if event.reference not in tasks:
+            tasks[event.reference] = bars.add_task(event.reference, total=event.bytes_total or None)
+        bars.update(tasks[event.reference], completed=event.bytes_done, total=event.bytes_total or None)
+
+    unsubscribe = progress_events.subscribe(show)
+    try:
+        with bars:
+            yield
+    finally:
+        unsubscribe()
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    return typer.Exit(code)
+
+
+@app.command()
+def pull(
+    references: Annotated[list[str], typer.Argument(metavar="REFERENCE...", help="Images to mirror.")],
+    to: Annotated[str, typer.Option("--to", help="Store: a path or fsspec URL (s3://, gs://).")],
+    platform: Annotated[
+        list[str] | None, typer.Option("--platform", help="os/arch[/variant] to keep (repeatable); default all.")
+    ] = None,
+    all_metadata: Annotated[
+        bool, typer.Option("--all-metadata", help="Keep every manifest and config; limit only layers.")
+    ] = False,
+    storage_option: StorageOption = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Fetches in flight.")] = 8,
+    as_json: JsonOption = False,
+) -> None:
+    """Mirror REFERENCE... into the store at --to, then tag each there."""
+    _quiet_prefect()
+    from flows.fetch import fetch_image
+    from ocimirror.config import StoreSettings
+    from ocimirror.selection import PlatformSelection
+
+    try:
+        PlatformSelection(platforms=platform or [])
+        store = StoreSettings(url=to, options=_storage_options(storage_option))
+    except (ValueError, ConfigError) as error:
+        raise _fail(str(error), EXIT_USAGE) from None
+    results, failed = [], False
+    with _progress_display(console.is_terminal and not as_json):
+        for reference in references:
+            state = fetch_image(
+                reference=reference,
+                store=store,
+                platforms=platform or [],
+                all_metadata=all_metadata,
+                concurrency=concurrency,
+                return_state=True,
+            )
+            try:
+                result = state.result()
+            except Exception as error:  # noqa: BLE001 - one failed reference does not stop the others
+                failed = True
+                results.append({"reference": reference, "error": f"{type(error).__name__}: {error}"})
+                if not as_json:
+                    console.print(f"[red]failed[/red] {reference}: {error}", highlight=False)
+                continue
+            results.append(result.model_dump(exclude={"tree"}))
+            if not as_json:
+                print(
+                    f"{result.reference} {result.digest} fetched {result.blobs_fetched} "
+                    f"({human_size(result.bytes_fetched)}), present {result.blobs_present}"
+                )
+    if as_json:
+        print(json.dumps({"images": results}, indent=2))
+    raise typer.Exit(EXIT_FAILED if failed else 0)
+
+
+@app.command()
+def sync(
+    config: Annotated[str, typer.Argument(metavar="CONFIG.yaml", help="Mirror configuration file.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan; write nothing.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Bring the store named in CONFIG.yaml up to date with every image it lists."""
+    _quiet_prefect()
+    from flows.mirror import mirror_sync
+    from ocimirror.config import load_config
+    from ocimirror.report import SyncResult
+
+    try:
+        parsed = load_config(config)
+    except ConfigError as error:
+        raise _fail(str(error), EXIT_USAGE) from None
+    with _progress_display(console.is_terminal and not as_json):
+        state = mirror_sync(config=parsed, dry_run=dry_run, return_state=True)
+    result = state.data if isinstance(state.data, SyncResult) else None
+    try:
+        result = state.result()
+    except Exception as error:  # noqa: BLE001 - a failed sync still carries its per-image result
+        if result is None:
+            raise _fail(f"sync failed: {error}", EXIT_FAILED) from None
+    if as_json:
+        print(result.model_dump_json(indent=2, exclude={"images": {"__all__": {"result": {"tree"}}}}))
+    else:
+        for image in result.images:
+            detail = image.error or image.source_digest or ""
+            print(f"{image.status:<11} {image.reference} {detail}")
+    raise typer.Exit(EXIT_FAILED if result.failed else 0)
+
+
+def _open(store: str, storage_option: list[str] | None):
+    from ocimirror.store import open_store
+
+    return open_store(store, _storage_options(storage_option))
+
+
+@app.command("ls")
+def list_store(
+    store: Annotated[str, typer.Argument(metavar="STORE")],
+    storage_option: StorageOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the images in STORE: reference, digest, platforms, size."""
+    from ocimirror.verify import list_images
+
+    try:
+        images = list_images(_open(store, storage_option))
+    except OcimirrorError as error:
+        raise _fail(str(error), EXIT_FAILED) from None
+    if as_json:
+        print(json.dumps([image.model_dump() for image in images], indent=2))
+        return
+    if console.is_terminal:
+        table = Table("reference", "digest", "platforms", "size")
+        for image in images:
+            table.add_row(image.reference, image.digest, ",".join(image.platforms), human_size(image.size))
+        Console().print(table)
+        return
+    for image in images:
+        print(f"{image.reference}\t{image.digest}\t{','.join(image.platforms) or '-'}\t{image.size}")
+
+
+@app.command()
+def verify(
+    store: Annotated[str, typer.Argument(metavar="STORE")],
+    storage_option: StorageOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-hash every blob in STORE and check every tagged image is complete; exit 1 on any fault."""
+    from ocimirror.verify import verify_store
+
+    try:
+        report = verify_store(_open(store, storage_option))
+    except OcimirrorError as error:
+        raise _fail(str(error), EXIT_FAILED) from None
+    if as_json:
+        print(report.model_dump_json(indent=2))
+    else:
+        for fault in report.faults:
+            print(f"FAULT {fault}")
+        print(f"{'ok' if report.ok else 'FAILED'}: {report.summary()}")
+    raise typer.Exit(0 if report.ok else EXIT_FAILED)
+
+
+@app.command()
+def serve(
+    store: Annotated[str, typer.Argument(metavar="STORE")],
+    listen: Annotated[str, typer.Option(metavar="HOST:PORT", help="Address to listen on.")] = "127.0.0.1:5000",
+    storage_option: StorageOption = None,
+) -> None:
+    """Serve STORE read-only over the registry API: pull HOST:PORT/docker.io/library/alpine:3.20."""
+    from ocimirror.serve import RegistryServer
+
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise _fail(f"--listen {listen!r}: expected HOST:PORT", EXIT_USAGE)
+    server = RegistryServer(_open(store, storage_option), (host.strip("[]") or "127.0.0.1", int(port)))
+    console.print(f"serving {store} at {server.url} (Ctrl-C to stop)", highlight=False)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@app.command()
+def demo(
+    store: Annotated[str, typer.Option(help="Local directory for the demo store.")] = "./demo-store",
+) -> None:
+    """Mirror a sample image from a local registry (started here) into STORE, then verify it."""
+    _quiet_prefect()
+    from pathlib import Path
+
+    from .demo import run_demo
+
+    ok = run_demo(Path(store).resolve(), print)
+    raise typer.Exit(0 if ok else EXIT_FAILED)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(prog_name="ocimirror")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Tag selection and config validation for mirror syncs."""
+
+from __future__ import annotations
+
+import pytest
+
+from ocimirror.config import ImageSpec, load_config, parse_config
+from ocimirror.errors import ConfigError
+from ocimirror.plan import select_tags
+
+TAGS = ["3.18", "3.19", "3.20", "3.21.0rc1", "edge", "latest", "3.20-slim", "v4.0", "2.9"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({}, ["latest"]),
+        ({"tags": ["edge", "3.20"]}, ["3.20", "edge"]),
+        ({"include": [r"3\.\d+"]}, ["3.18", "3.19", "3.20"]),
+        ({"include": [r"3\..*"], "exclude": [r".*-slim", r".*rc.*"]}, ["3.18", "3.19", "3.20"]),
+        ({"semver": ">=3.19,<4"}, ["3.19", "3.20"]),
+        ({"semver": ">=3.19 <4"}, ["3.19", "3.20"]),
+        ({"semver": ">=3.21.0rc1"}, ["3.21.0rc1", "v4.0"]),
+        ({"latest": 2}, ["3.20", "v4.0"]),
+        ({"latest": 2, "semver": "<4"}, ["3.19", "3.20"]),
+        ({"latest": 1, "tags": ["edge"]}, ["edge", "v4.0"]),
+        ({"digests": ["sha256:" + "a" * 64]}, []),
+    ],
+)
+def test_select_tags(spec: dict, expected: list[str]) -> None:
+    assert select_tags(ImageSpec(source="alpine", **spec), TAGS) == expected
+
+
+def test_config_errors_name_every_bad_place(tmp_path) -> None:
+    path = tmp_path / "mirror.yaml"
+    path.write_text(
+        "store: {url: /tmp/x}\n"
+        "platforms: [linux/]\n"
+        "images:\n"
+        "  - source: alpine\n"
+        "    latest: 0\n"
+        "    digests: ['sha256:../../etc']\n"
+        "registries:\n"
+        "  docker.io: {credentials: {username: bob}}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert str(path) in message
+    for where in ("platforms", "images.0.latest", "images.0.digests.0", "registries.docker.io.credentials"):
+        assert where in message
+
+
+def test_config_refuses_unreadable_and_non_mapping(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("store: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="mapping"):
+        parse_config(["a list"])
+
+
+def test_secrets_are_references_not_values() -> None:
+    config = parse_config(
+        {
+            "store": {"url": "s3://b/m", "secret_options": {"secret": {"env": "AWS_SECRET_ACCESS_KEY"}}},
+            "registries": {"ghcr.io": {"credentials": {"username": "bot", "password": {"secret_block": "ghcr"}}}},
+            "images": [{"source": "ghcr.io/org/app", "tags": ["1.0"]}],
+        }
+    )
+    assert config.registries["ghcr.io"].credentials.password.secret_block == "ghcr"
+    with pytest.raises(ConfigError, match="exactly one"):
+        parse_config({"store": {"url": "x", "secret_options": {"k": {}}}, "images": [{"source": "a"}]})

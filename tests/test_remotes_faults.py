@@ -1,0 +1,168 @@
+"""The registry client under network faults, injected by a real proxy in front of a real registry."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable, Iterator
+from email.utils import formatdate
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from ocimirror.content import read_blob
+from ocimirror.devtools.faultproxy import Fault, FaultProxy
+from ocimirror.errors import SizeMismatch, TransientError
+from ocimirror.remotes.config import Credentials, RegistryConfig
+from ocimirror.remotes.policy import make_retry
+from ocimirror.remotes.reference import parse_reference
+from ocimirror.remotes.registry import Registry
+from tests.fixtures.registry import AuthenticatedRegistry, SeededRegistry
+
+pytestmark = pytest.mark.registry
+
+SINGLE = "test/single:v1"
+
+
+@pytest.fixture
+def make_client(tmp_path: Path) -> Iterator[Callable[..., Registry]]:
+    """Registry clients isolated from the machine's environment, with fast backoff."""
+    clients: list[Registry] = []
+
+    def make(configs: dict[str, RegistryConfig] | None = None, **options: object) -> Registry:
+        options.setdefault("retry", make_retry(total=3, backoff_factor=0.01))
+        client = Registry(configs, environ={}, docker_config=tmp_path / "none.json", **options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def biggest_layer(seeded_registry: SeededRegistry, name: str = SINGLE):
+    image = seeded_registry.images[name]
+    layer = max(image.all_descriptors(), key=lambda d: d.size)
+    return layer, image.blobs[layer.digest]
+
+
+def test_cut_body_resumes_with_range(fault_proxy: FaultProxy, seeded_registry, make_client) -> None:
+    layer, content = biggest_layer(seeded_registry)
+    cut = fault_proxy.add(Fault("cut", f"/blobs/{layer.digest}", method="GET"))
+    fetcher = make_client().fetcher(parse_reference(f"{fault_proxy.host}/{SINGLE}"))
+    assert read_blob(fetcher, layer, limit=layer.size) == content
+    assert cut.hits == 1
+    gets = fault_proxy.recorded(path_contains=f"/blobs/{layer.digest}")
+    assert "Range" not in gets[0].headers
+    # Resumed after the last whole chunk received before the cut at half the body.
+    resumed_at = int(gets[1].headers["Range"].removeprefix("bytes=").removesuffix("-"))
+    assert 0 < resumed_at <= layer.size // 2 and len(gets) == 2
+
+
+def test_cut_body_with_server_ignoring_range(fault_proxy: FaultProxy, seeded_registry, make_client) -> None:
+    layer, content = biggest_layer(seeded_registry)
+    fault_proxy.add(Fault("cut", f"/blobs/{layer.digest}", method="GET"))
+    ignored = fault_proxy.add(Fault("ignore_range", f"/blobs/{layer.digest}", method="GET", times=None))
+    fetcher = make_client().fetcher(parse_reference(f"{fault_proxy.host}/{SINGLE}"))
+    chunks = list(fetcher.fetch(layer))
+    assert b"".join(chunks) == content and ignored.hits == 1
+    assert sum(map(len, chunks)) == layer.size  # the re-sent prefix was discarded, not yielded twice
+
+
+def test_resume_from_offset_after_cut(fault_proxy: FaultProxy, seeded_registry, make_client) -> None:
+    layer, content = biggest_layer(seeded_registry)
+    fault_proxy.add(Fault("cut", f"/blobs/{layer.digest}", method="GET"))
+    fetcher = make_client().fetcher(parse_reference(f"{fault_proxy.host}/{SINGLE}"))
+    offset = 1000
+    assert b"".join(fetcher.fetch(layer, offset)) == content[offset:]
+
+
+def test_body_broken_every_time_gives_up(fault_proxy: FaultProxy, seeded_registry, make_client) -> None:
+    # A blob smaller than one chunk, cut every time: no attempt makes progress.
+    layer = min(seeded_registry.images[SINGLE].all_descriptors(), key=lambda d: d.size)
+    fault_proxy.add(Fault("cut", f"/blobs/{layer.digest}", method="GET", times=None))
+    fetcher = make_client(retry=make_retry(total=2, backoff_factor=0)).fetcher(
+        parse_reference(f"{fault_proxy.host}/{SINGLE}")
+    )
+    with pytest.raises(TransientError, match="giving up"):
+        b"".join(fetcher.fetch(layer))
+    # One first attempt plus the retries without progress, then no more.
+    assert len(fault_proxy.recorded(path_contains=f"/blobs/{layer.digest}")) == 3
+
+
+def test_server_sending_more_than_declared(fault_proxy: FaultProxy, seeded_registry, make_client) -> None:
+    layer, _ = biggest_layer(seeded_registry)
+    fault_proxy.add(Fault("extend", f"/blobs/{layer.digest}", method="GET"))
+    fetcher = make_client().fetcher(parse_reference(f"{fault_proxy.host}/{SINGLE}"))
+    with pytest.raises(SizeMismatch, match="more than the declared"):
+        list(fetcher.fetch(layer))
+
+
+def test_503_once_then_success(fault_proxy: FaultProxy, seeded_registry, make_client) -> None:
+    image = seeded_registry.images[SINGLE]
+    fault = fault_proxy.add(Fault("status", "/manifests/", method="HEAD", status=503))
+    assert make_client().resolve(parse_reference(f"{fault_proxy.host}/{SINGLE}")).digest == image.digest
+    assert fault.hits == 1 and len(fault_proxy.recorded(path_contains="/manifests/")) == 2
+
+
+@pytest.mark.parametrize("as_date", [False, True])
+def test_429_retry_after_is_honoured(fault_proxy, seeded_registry, make_client, as_date: bool) -> None:
+    layer, content = biggest_layer(seeded_registry)
+    retry_after = formatdate(time.time() + 2, usegmt=True) if as_date else "1"
+    fault_proxy.add(Fault("status", f"/blobs/{layer.digest}", status=429, headers={"Retry-After": retry_after}))
+    fetcher = make_client().fetcher(parse_reference(f"{fault_proxy.host}/{SINGLE}"))
+    started = time.monotonic()
+    assert read_blob(fetcher, layer, limit=layer.size) == content
+    assert time.monotonic() - started >= 0.9
+
+
+def test_429_without_end_is_transient_with_retry_after(fault_proxy, seeded_registry, make_client) -> None:
+    fault_proxy.add(Fault("status", "/manifests/", status=429, times=None, headers={"Retry-After": "120"}))
+    client = make_client(retry=make_retry(total=1, backoff_factor=0, retry_after_max=0))
+    with pytest.raises(TransientError) as caught:
+        client.resolve(parse_reference(f"{fault_proxy.host}/{SINGLE}"))
+    assert caught.value.retry_after == 120
+    assert "429" in str(caught.value) and "test/single" in str(caught.value)
+
+
+def test_redirect_to_another_host_gets_no_authorization(
+    basic_registry: AuthenticatedRegistry, make_fault_proxy, make_client
+) -> None:
+    from ocimirror.devtools.images import build_manifest, push_image, random_layer
+
+    image = build_manifest([random_layer(4096, "redirected")])
+    push_image(basic_registry.url, "private/redirected", "v1", image, session=basic_registry.session())
+    presigned = "Basic " + base64.b64encode(f"{basic_registry.username}:{basic_registry.password}".encode()).decode()
+    proxy = make_fault_proxy(basic_registry.url, upstream_auth=presigned)
+    proxy.add(Fault("redirect", "/blobs/", method="GET", times=None))
+    credentials = Credentials(username=basic_registry.username, password=SecretStr(basic_registry.password))
+    client = make_client({proxy.host: RegistryConfig(credentials=credentials)})
+    ref = parse_reference(f"{proxy.host}/private/redirected:v1")
+    assert client.resolve(ref).digest == image.digest  # the registry's Basic challenge is learnt here
+    fetcher = client.fetcher(ref)
+    for descriptor in image.all_descriptors():
+        assert read_blob(fetcher, descriptor, limit=1 << 20) == image.blobs[descriptor.digest]
+    redirected = proxy.recorded(server="redirect")
+    assert len(redirected) == 2  # config and layer
+    assert all("authorization" not in {k.lower() for k in r.headers} for r in redirected)
+    assert any("Authorization" in r.headers for r in proxy.recorded(server="proxy", path_contains="/blobs/"))
+
+
+def test_foreign_urls_only_when_allowed(fault_proxy: FaultProxy, seeded_registry, make_client) -> None:
+    layer, content = biggest_layer(seeded_registry)
+    foreign = f"{fault_proxy.redirect_url}/v2/test/single/blobs/{layer.digest}"
+    with_urls = layer.model_copy(update={"urls": [foreign]})
+    ref = parse_reference(seeded_registry.reference(SINGLE))
+    assert read_blob(make_client().fetcher(ref), with_urls, limit=layer.size) == content
+    assert fault_proxy.recorded() == []
+    allowed = make_client(allow_foreign_urls=True).fetcher(ref)
+    assert read_blob(allowed, with_urls, limit=layer.size) == content
+    assert [r.path for r in fault_proxy.recorded(server="redirect")] == [f"/v2/test/single/blobs/{layer.digest}"]
+
+
+def test_foreign_url_missing_falls_back_to_registry(fault_proxy, seeded_registry, make_client) -> None:
+    layer, content = biggest_layer(seeded_registry)
+    missing = layer.model_copy(update={"urls": [f"{fault_proxy.redirect_url}/nowhere/{layer.digest}"]})
+    fetcher = make_client(allow_foreign_urls=True).fetcher(parse_reference(seeded_registry.reference(SINGLE)))
+    assert read_blob(fetcher, missing, limit=layer.size) == content
