@@ -1,7 +1,7 @@
 """The content store: ingest rules, resume, locking, index.json, store-to-store copies and verification.
 
-Every store test runs against each kind in ``STORE_KINDS`` (local disk and memory here; S3 and GCS are one
-line each in ``store_location``). Tests that need several OS processes use local disk, the only kind that
+Every store test runs against each kind in ``STORE_KINDS``: local disk, memory, S3 (moto) and GCS
+(gcp-storage-emulator). Tests that need several OS processes use local disk, the only kind that
 several processes on this machine can share without a server.
 """
 
@@ -45,9 +45,11 @@ from ocimirror.store.layout import CONTAINERD_NAME, REF_NAME, redact_url
 from ocimirror.verify import CORRUPT_BLOB, MISSING_BLOB, list_images, verify_store
 
 ROOT = Path(__file__).resolve().parent.parent
-STORE_KINDS = ["file", "memory"]
+STORE_KINDS = ["file", "memory", "s3", "gs"]
 #: Kinds whose backend keeps partial ingests under ingest/ (rename-based; object stores stream instead).
 INGEST_KINDS = ["file", "memory"]
+#: The server fixture (tests/fixtures/objectstores.py) behind each object-store kind.
+OBJECT_STORE_SERVERS = {"s3": "s3_server", "gs": "gcs_server"}
 
 
 @dataclass(frozen=True)
@@ -65,14 +67,16 @@ class StoreLocation:
 def store_location(kind: str, request: pytest.FixtureRequest) -> StoreLocation:
     """A fresh, unique store of ``kind``.
 
-    An object-store kind is one more branch here plus its name in ``STORE_KINDS``, for example
-    ``StoreLocation("s3", f"s3://{bucket}/{uuid4().hex}", {"endpoint_url": ...})`` with the bucket and endpoint
-    taken from the server fixture through ``request.getfixturevalue(...)``.
+    Object-store kinds live under a unique prefix of the session's loopback server (moto for ``s3``,
+    gcp-storage-emulator for ``gs``).
     """
     if kind == "file":
         return StoreLocation(kind, str(request.getfixturevalue("tmp_path") / f"store-{uuid.uuid4().hex[:8]}"))
     if kind == "memory":
         return StoreLocation(kind, f"memory://ocimirror-test-{uuid.uuid4().hex}")
+    if kind in OBJECT_STORE_SERVERS:
+        server = request.getfixturevalue(OBJECT_STORE_SERVERS[kind])
+        return StoreLocation(kind, server.new_url(), server.storage_options)
     raise ValueError(f"unknown store kind {kind!r}")
 
 
