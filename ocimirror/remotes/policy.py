@@ -102,7 +102,7 @@ def raise_for_status(response: requests.Response, subject: str) -> None:
     if status in (401, 403):
         raise Unauthorized(f"{message}: credentials missing, refused or without access")
     if status == 404:
-        raise NotFound(message)
+        raise NotFound(f"{message}: not found")
     if status in TRANSIENT_STATUSES or status >= 500:
         raise TransientError(message, retry_after=retry_after_seconds(response))
     raise PermanentError(message)
