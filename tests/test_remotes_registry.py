@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
+import random
+import tracemalloc
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -17,7 +18,7 @@ from ocimirror import mediatypes
 from ocimirror.content import Status, Writer, copy_content, read_blob
 from ocimirror.descriptor import Descriptor
 from ocimirror.devtools.faultproxy import Fault, FaultProxy
-from ocimirror.devtools.images import build_manifest, push_image, random_layer
+from ocimirror.devtools.images import Image, build_manifest, push_image, random_layer
 from ocimirror.devtools.registry import LocalRegistry, free_port
 from ocimirror.digest import Verifier
 from ocimirror.errors import AlreadyExists, ConfigError, DigestMismatch, NotFound, PermanentError, Unauthorized
@@ -391,68 +392,32 @@ def test_secrets_not_in_client_reprs(basic_registry, basic_image, make_client) -
         assert basic_registry.password not in text and encoded not in text
 
 
-def test_timestamps_are_not_needed_by_status() -> None:
-    # MemoryIngester reports no statuses; Status stays importable for ingesters that do.
-    assert Status(ref="r", offset=0, total=1, expected="sha256:" + "0" * 64,
-                  started_at=datetime.now(timezone.utc), updated_at=datetime.now(timezone.utc)).total == 1
+def test_streaming_memory_is_flat_in_blob_size(seeded_registry: SeededRegistry, make_client) -> None:
+    size = 24 * 1024 * 1024
+    content = random.Random("flat").randbytes(size)
+    blob = Descriptor.from_bytes(mediatypes.OCI_LAYER, content)
+    push_image(seeded_registry.url, "test/big", None, Image(blob, {blob.digest: content}, descriptors=(blob,)))
+    del content
+    fetcher = make_client().fetcher(parse_reference(seeded_registry.reference("test/big:v1")))
+    verifier = Verifier(blob.digest, blob.size)
+    tracemalloc.start()
+    try:
+        for chunk in fetcher.fetch(blob):
+            verifier.update(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    verifier.verify()
+    assert peak < 2 * 1024 * 1024, f"peak {peak} bytes while streaming {size} bytes"
 
 
-# ------------------------------------------------------------------------------------------------------ TLS
+def test_credential_helper_feeds_the_client(basic_registry, basic_image, tmp_path: Path) -> None:
+    from tests.test_remotes_auth import install_helper, write_config
 
-
-@pytest.fixture(scope="module")
-def tls_registry() -> Iterator[LocalRegistry]:
-    with LocalRegistry(tls=True) as local:
-        yield local
-
-
-def test_tls_verified_against_ca_bundle(tls_registry: LocalRegistry, make_client) -> None:
-    image = build_manifest([random_layer(1024, "tls")])
-    push_image(tls_registry.url, "tls/app", "v1", image, session=_verified_session(tls_registry))
-    ref = parse_reference(f"{tls_registry.host}/tls/app:v1")
-    trusting = make_client({tls_registry.host: RegistryConfig(ca_bundle=str(tls_registry.ca_bundle))})
-    assert trusting.endpoints(ref)[-1].origin == tls_registry.url
-    pull_all(trusting, str(ref), image)
-    # Without the CA the same HTTPS endpoint is refused: verification is on by default.
-    untrusting = make_client({tls_registry.host: RegistryConfig(mirrors=[tls_registry.url])})
-    with pytest.raises(PermanentError, match="TLS verification failed") as caught:
-        untrusting.resolve(ref)
-    assert tls_registry.host in str(caught.value)
-    # insecure: the user accepts any certificate from this host.
-    insecure = make_client({tls_registry.host: RegistryConfig(mirrors=[tls_registry.url], insecure=True)})
-    with pytest.warns(Warning, match="Unverified HTTPS"):
-        assert insecure.resolve(ref).digest == image.digest
-
-
-def _verified_session(local: LocalRegistry) -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment would override verify
-    session.verify = str(local.ca_bundle)
-    return session
-
-
-# ------------------------------------------------------------------------------------- connections, threads
-
-
-def test_connections_are_reused(seeded_registry: SeededRegistry, make_fault_proxy, make_client) -> None:
-    image = seeded_registry.images["test/many:v1"]
-    proxy = make_fault_proxy(seeded_registry.url)
-    pull_all(make_client(), f"{proxy.host}/test/many:v1", image)
-    requests_seen = proxy.recorded()
-    assert len(requests_seen) == 1 + len(image.all_descriptors())
-    assert len({r.client_port for r in requests_seen}) == 1
-
-
-def test_parallel_fetches_share_one_token(token_registry, token_images, tokens, make_client) -> None:
-    client = make_client(with_credentials(token_registry.host, token_registry.username, token_registry.password))
-    ref = parse_reference(f"{token_registry.host}/private/app:v1")
-    image = token_images["private/app"]
-    assert client.resolve(ref).digest == image.digest  # learn the challenge; the token is fetched here
-    client.transport(f"http://{token_registry.host}").authorizer._tokens.clear()
-    tokens.reset()
-    fetcher = client.fetcher(ref)
-    descriptors = image.all_descriptors() * 4
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(lambda d: read_blob(fetcher, d, limit=1 << 20), descriptors))
-    assert results == [image.blobs[d.digest] for d in descriptors]
-    assert len(tokens.requests) == 1
+    secret = {"Username": basic_registry.username, "Secret": basic_registry.password}
+    environ = install_helper(tmp_path, "test", {basic_registry.host: secret})
+    config = write_config(tmp_path, {"credHelpers": {basic_registry.host: "test"}})
+    with Registry(environ=environ, docker_config=config) as client:
+        pull_all(client, f"{basic_registry.host}/private/app:v1", basic_image)
+    # Asked once, on the first challenge, however many requests followed.
+    assert (tmp_path / "asked.log").read_text().split() == [basic_registry.host]
