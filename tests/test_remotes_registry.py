@@ -392,6 +392,67 @@ def test_secrets_not_in_client_reprs(basic_registry, basic_image, make_client) -
         assert basic_registry.password not in text and encoded not in text
 
 
+# ------------------------------------------------------------------------------------------------------ TLS
+
+
+@pytest.fixture(scope="module")
+def tls_registry() -> Iterator[LocalRegistry]:
+    with LocalRegistry(tls=True) as local:
+        yield local
+
+
+def test_tls_verified_against_ca_bundle(tls_registry: LocalRegistry, make_client) -> None:
+    image = build_manifest([random_layer(1024, "tls")])
+    push_image(tls_registry.url, "tls/app", "v1", image, session=_verified_session(tls_registry))
+    ref = parse_reference(f"{tls_registry.host}/tls/app:v1")
+    trusting = make_client({tls_registry.host: RegistryConfig(ca_bundle=str(tls_registry.ca_bundle))})
+    assert trusting.endpoints(ref)[-1].origin == tls_registry.url
+    pull_all(trusting, str(ref), image)
+    # Without the CA the same HTTPS endpoint is refused: verification is on by default.
+    untrusting = make_client({tls_registry.host: RegistryConfig(mirrors=[tls_registry.url])})
+    with pytest.raises(PermanentError, match="TLS verification failed") as caught:
+        untrusting.resolve(ref)
+    assert tls_registry.host in str(caught.value)
+    # insecure: the user accepts any certificate from this host.
+    insecure = make_client({tls_registry.host: RegistryConfig(mirrors=[tls_registry.url], insecure=True)})
+    with pytest.warns(Warning, match="Unverified HTTPS"):
+        assert insecure.resolve(ref).digest == image.digest
+
+
+def _verified_session(local: LocalRegistry) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment would override verify
+    session.verify = str(local.ca_bundle)
+    return session
+
+
+# ------------------------------------------------------------------------------------- connections, threads
+
+
+def test_connections_are_reused(seeded_registry: SeededRegistry, make_fault_proxy, make_client) -> None:
+    image = seeded_registry.images["test/many:v1"]
+    proxy = make_fault_proxy(seeded_registry.url)
+    pull_all(make_client(), f"{proxy.host}/test/many:v1", image)
+    requests_seen = proxy.recorded()
+    assert len(requests_seen) == 1 + len(image.all_descriptors())
+    assert len({r.client_port for r in requests_seen}) == 1
+
+
+def test_parallel_fetches_share_one_token(token_registry, token_images, tokens, make_client) -> None:
+    client = make_client(with_credentials(token_registry.host, token_registry.username, token_registry.password))
+    ref = parse_reference(f"{token_registry.host}/private/app:v1")
+    image = token_images["private/app"]
+    assert client.resolve(ref).digest == image.digest  # learn the challenge; the token is fetched here
+    client.transport(f"http://{token_registry.host}").authorizer._tokens.clear()
+    tokens.reset()
+    fetcher = client.fetcher(ref)
+    descriptors = image.all_descriptors() * 4
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda d: read_blob(fetcher, d, limit=1 << 20), descriptors))
+    assert results == [image.blobs[d.digest] for d in descriptors]
+    assert len(tokens.requests) == 1
+
+
 def test_streaming_memory_is_flat_in_blob_size(seeded_registry: SeededRegistry, make_client) -> None:
     size = 24 * 1024 * 1024
     content = random.Random("flat").randbytes(size)
