@@ -439,12 +439,10 @@ def test_connections_are_reused(seeded_registry: SeededRegistry, make_fault_prox
 
 
 def test_parallel_fetches_share_one_token(token_registry, token_images, tokens, make_client) -> None:
+    # A fresh client: all eight threads meet the 401 challenge at once, and one of them fetches the token.
     client = make_client(with_credentials(token_registry.host, token_registry.username, token_registry.password))
     ref = parse_reference(f"{token_registry.host}/private/app:v1")
     image = token_images["private/app"]
-    assert client.resolve(ref).digest == image.digest  # learn the challenge; the token is fetched here
-    client.transport(f"http://{token_registry.host}").authorizer._tokens.clear()
-    tokens.reset()
     fetcher = client.fetcher(ref)
     descriptors = image.all_descriptors() * 4
     with ThreadPoolExecutor(max_workers=8) as pool:
