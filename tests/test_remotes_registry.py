@@ -165,6 +165,7 @@ def test_fetch_every_descriptor_verified(seeded_registry: SeededRegistry, make_c
     # Resuming from an offset yields exactly the rest.
     layer = max(descriptors, key=lambda d: d.size)
     assert b"".join(fetcher.fetch(layer, layer.size // 3)) == image.blobs[layer.digest][layer.size // 3 :]
+    assert list(fetcher.fetch(layer, layer.size)) == []
 
 
 def test_fetch_missing_blob_is_not_found(seeded_registry: SeededRegistry, make_client) -> None:

@@ -68,6 +68,8 @@ class RegistryFetcher:
         """Yield ``descriptor``'s content from ``offset``; never more than ``descriptor.size`` in total."""
         if not 0 <= offset <= descriptor.size:
             raise PermanentError(f"offset {offset} is outside {descriptor.digest} of {descriptor.size} bytes")
+        if offset == descriptor.size:
+            return iter(())  # nothing left; a Range from the end would be answered 416
         return self._stream(descriptor, offset)
 
     def sources(self, descriptor: Descriptor) -> list[Source]:
