@@ -126,6 +126,13 @@ def test_resolve_falls_back_to_get_and_hash(fault_proxy: FaultProxy, seeded_regi
     assert [r.method for r in fault_proxy.recorded(path_contains="/manifests/")] == ["HEAD", "GET"] * 2
 
 
+def test_resolve_without_content_type_reads_the_body_media_type(fault_proxy, seeded_registry, make_client) -> None:
+    image = seeded_registry.images["test/dockerlist:v1"]
+    fault_proxy.add(Fault("strip_headers", "/manifests/", times=None, strip=("Content-Type",)))
+    descriptor = make_client().resolve(parse_reference(f"{fault_proxy.host}/test/dockerlist:v1"))
+    assert (descriptor.digest, descriptor.media_type) == (image.digest, mediatypes.DOCKER_MANIFEST_LIST)
+
+
 def test_digest_reference_is_verified(fault_proxy: FaultProxy, seeded_registry, make_client) -> None:
     image = seeded_registry.images["test/single:v1"]
     fault_proxy.add(Fault("strip_headers", "/manifests/", method="HEAD", strip=("Docker-Content-Digest",)))
