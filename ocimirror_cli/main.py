@@ -161,12 +161,9 @@ def sync(
         raise _fail(str(error), EXIT_USAGE) from None
     with _progress_display(console.is_terminal and not as_json):
         state = mirror_sync(config=parsed, dry_run=dry_run, return_state=True)
-    result = state.data if isinstance(state.data, SyncResult) else None
-    try:
-        result = state.result()
-    except Exception as error:  # noqa: BLE001 - a failed sync still carries its per-image result
-        if result is None:
-            raise _fail(f"sync failed: {error}", EXIT_FAILED) from None
+    result = state.result(raise_on_failure=False)
+    if not isinstance(result, SyncResult):  # the flow itself crashed; no per-image result to show
+        raise _fail(f"sync failed: {state.message or result}", EXIT_FAILED)
     if as_json:
         print(result.model_dump_json(indent=2, exclude={"images": {"__all__": {"result": {"tree"}}}}))
     else:

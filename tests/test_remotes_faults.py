@@ -60,6 +60,16 @@ def test_cut_body_resumes_with_range(fault_proxy: FaultProxy, seeded_registry, m
     assert 0 < resumed_at <= layer.size // 2 and len(gets) == 2
 
 
+def test_stalled_body_times_out_and_resumes(fault_proxy: FaultProxy, seeded_registry, make_client) -> None:
+    layer, content = biggest_layer(seeded_registry)
+    fault_proxy.add(Fault("stall", f"/blobs/{layer.digest}", method="GET", delay=2.0))
+    fetcher = make_client(timeout=(5.0, 0.5)).fetcher(parse_reference(f"{fault_proxy.host}/{SINGLE}"))
+    started = time.monotonic()
+    assert read_blob(fetcher, layer, limit=layer.size) == content
+    assert time.monotonic() - started < 1.9  # the read timeout fired; the stall was not waited out
+    assert "Range" in fault_proxy.recorded(path_contains=f"/blobs/{layer.digest}")[-1].headers
+
+
 def test_cut_body_with_server_ignoring_range(fault_proxy: FaultProxy, seeded_registry, make_client) -> None:
     layer, content = biggest_layer(seeded_registry)
     fault_proxy.add(Fault("cut", f"/blobs/{layer.digest}", method="GET"))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
+import random
+import tracemalloc
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -17,7 +18,7 @@ from ocimirror import mediatypes
 from ocimirror.content import Status, Writer, copy_content, read_blob
 from ocimirror.descriptor import Descriptor
 from ocimirror.devtools.faultproxy import Fault, FaultProxy
-from ocimirror.devtools.images import build_manifest, push_image, random_layer
+from ocimirror.devtools.images import Image, build_manifest, push_image, random_layer
 from ocimirror.devtools.registry import LocalRegistry, free_port
 from ocimirror.digest import Verifier
 from ocimirror.errors import AlreadyExists, ConfigError, DigestMismatch, NotFound, PermanentError, Unauthorized
@@ -125,6 +126,13 @@ def test_resolve_falls_back_to_get_and_hash(fault_proxy: FaultProxy, seeded_regi
     assert [r.method for r in fault_proxy.recorded(path_contains="/manifests/")] == ["HEAD", "GET"] * 2
 
 
+def test_resolve_without_content_type_reads_the_body_media_type(fault_proxy, seeded_registry, make_client) -> None:
+    image = seeded_registry.images["test/dockerlist:v1"]
+    fault_proxy.add(Fault("strip_headers", "/manifests/", times=None, strip=("Content-Type",)))
+    descriptor = make_client().resolve(parse_reference(f"{fault_proxy.host}/test/dockerlist:v1"))
+    assert (descriptor.digest, descriptor.media_type) == (image.digest, mediatypes.DOCKER_MANIFEST_LIST)
+
+
 def test_digest_reference_is_verified(fault_proxy: FaultProxy, seeded_registry, make_client) -> None:
     image = seeded_registry.images["test/single:v1"]
     fault_proxy.add(Fault("strip_headers", "/manifests/", method="HEAD", strip=("Docker-Content-Digest",)))
@@ -164,6 +172,7 @@ def test_fetch_every_descriptor_verified(seeded_registry: SeededRegistry, make_c
     # Resuming from an offset yields exactly the rest.
     layer = max(descriptors, key=lambda d: d.size)
     assert b"".join(fetcher.fetch(layer, layer.size // 3)) == image.blobs[layer.digest][layer.size // 3 :]
+    assert list(fetcher.fetch(layer, layer.size)) == []
 
 
 def test_fetch_missing_blob_is_not_found(seeded_registry: SeededRegistry, make_client) -> None:
@@ -391,12 +400,6 @@ def test_secrets_not_in_client_reprs(basic_registry, basic_image, make_client) -
         assert basic_registry.password not in text and encoded not in text
 
 
-def test_timestamps_are_not_needed_by_status() -> None:
-    # MemoryIngester reports no statuses; Status stays importable for ingesters that do.
-    assert Status(ref="r", offset=0, total=1, expected="sha256:" + "0" * 64,
-                  started_at=datetime.now(timezone.utc), updated_at=datetime.now(timezone.utc)).total == 1
-
-
 # ------------------------------------------------------------------------------------------------------ TLS
 
 
@@ -444,15 +447,44 @@ def test_connections_are_reused(seeded_registry: SeededRegistry, make_fault_prox
 
 
 def test_parallel_fetches_share_one_token(token_registry, token_images, tokens, make_client) -> None:
+    # A fresh client: all eight threads meet the 401 challenge at once, and one of them fetches the token.
     client = make_client(with_credentials(token_registry.host, token_registry.username, token_registry.password))
     ref = parse_reference(f"{token_registry.host}/private/app:v1")
     image = token_images["private/app"]
-    assert client.resolve(ref).digest == image.digest  # learn the challenge; the token is fetched here
-    client.transport(f"http://{token_registry.host}").authorizer._tokens.clear()
-    tokens.reset()
     fetcher = client.fetcher(ref)
     descriptors = image.all_descriptors() * 4
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(lambda d: read_blob(fetcher, d, limit=1 << 20), descriptors))
     assert results == [image.blobs[d.digest] for d in descriptors]
     assert len(tokens.requests) == 1
+
+
+def test_streaming_memory_is_flat_in_blob_size(seeded_registry: SeededRegistry, make_client) -> None:
+    size = 24 * 1024 * 1024
+    content = random.Random("flat").randbytes(size)
+    blob = Descriptor.from_bytes(mediatypes.OCI_LAYER, content)
+    push_image(seeded_registry.url, "test/big", None, Image(blob, {blob.digest: content}, descriptors=(blob,)))
+    del content
+    fetcher = make_client().fetcher(parse_reference(seeded_registry.reference("test/big:v1")))
+    verifier = Verifier(blob.digest, blob.size)
+    tracemalloc.start()
+    try:
+        for chunk in fetcher.fetch(blob):
+            verifier.update(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    verifier.verify()
+    assert peak < 2 * 1024 * 1024, f"peak {peak} bytes while streaming {size} bytes"
+
+
+def test_credential_helper_feeds_the_client(basic_registry, basic_image, tmp_path: Path) -> None:
+    from tests.test_remotes_auth import install_helper, write_config
+
+    secret = {"Username": basic_registry.username, "Secret": basic_registry.password}
+    environ = install_helper(tmp_path, "test", {basic_registry.host: secret})
+    config = write_config(tmp_path, {"credHelpers": {basic_registry.host: "test"}})
+    with Registry(environ=environ, docker_config=config) as client:
+        pull_all(client, f"{basic_registry.host}/private/app:v1", basic_image)
+    # Asked once, on the first challenge, however many requests followed.
+    assert (tmp_path / "asked.log").read_text().split() == [basic_registry.host]

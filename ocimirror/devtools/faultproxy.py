@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-FaultKind = Literal["cut", "status", "ignore_range", "strip_headers", "redirect", "extend"]
+FaultKind = Literal["cut", "stall", "status", "ignore_range", "strip_headers", "redirect", "extend"]
 _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization", "host"}
 )
@@ -66,7 +67,8 @@ class Fault:
     """One kind of misbehaviour for requests whose path contains ``path_contains`` (and ``method``).
 
     ``times`` is how many matching requests it affects (``None``: all). Kinds:
-    ``cut`` sends half the body then closes the connection; ``status`` answers ``status`` with
+    ``cut`` sends half the body then closes the connection; ``stall`` sends half the body, then nothing
+    for ``delay`` seconds before closing (a read timeout for the client); ``status`` answers ``status`` with
     ``headers``; ``ignore_range`` drops the request's ``Range`` so the full body comes back with 200;
     ``strip_headers`` removes the response headers named in ``strip``; ``redirect`` answers 307 to the
     same path on the proxy's second port; ``extend`` appends ``extra`` bytes to the body.
@@ -80,6 +82,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     strip: tuple[str, ...] = ()
     extra: int = 16
+    delay: float = 1.0
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -256,8 +259,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             content += b"\0" * fault.extra
         if self.command != "HEAD":
             reply["Content-Length"] = str(len(content))
-        if kind == "cut":
+        if kind in ("cut", "stall"):
             self._answer(upstream.status_code, reply, content[: len(content) // 2], close=True)
+            if kind == "stall" and fault is not None:
+                time.sleep(fault.delay)
             return
         self._answer(upstream.status_code, reply, content)
 

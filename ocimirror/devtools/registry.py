@@ -121,7 +121,6 @@ class LocalRegistry:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
-                    env={**os.environ, "OTEL_TRACES_EXPORTER": "none"},
                 )
             if self._wait_ready():
                 return

@@ -18,7 +18,7 @@ DEFAULT_MAX_CONNECTIONS = 8
 class Credentials(BaseModel):
     """A username and password, or an identity (refresh) token; secrets never show in ``repr``/``str``."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     username: str | None = None
     password: SecretStr | None = None

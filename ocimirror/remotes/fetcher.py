@@ -37,7 +37,7 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
 @dataclass(frozen=True)
-class _Source:
+class Source:
     """One URL the content may come from, and whether the repository's credentials go with it."""
 
     url: str
@@ -68,20 +68,22 @@ class RegistryFetcher:
         """Yield ``descriptor``'s content from ``offset``; never more than ``descriptor.size`` in total."""
         if not 0 <= offset <= descriptor.size:
             raise PermanentError(f"offset {offset} is outside {descriptor.digest} of {descriptor.size} bytes")
+        if offset == descriptor.size:
+            return iter(())  # nothing left; a Range from the end would be answered 416
         return self._stream(descriptor, offset)
 
-    def sources(self, descriptor: Descriptor) -> list[_Source]:
+    def sources(self, descriptor: Descriptor) -> list[Source]:
         """Where ``descriptor`` may be read, in order: allowed foreign URLs, mirrors, the registry."""
-        found: list[_Source] = []
+        found: list[Source] = []
         if self.allow_foreign_urls:
             for url in descriptor.urls or []:
                 if urlsplit(url).scheme in ("http", "https"):
-                    found.append(_Source(url, f"foreign URL {origin_of(url)} for {descriptor.digest}", False))
+                    found.append(Source(url, f"foreign URL {origin_of(url)} for {descriptor.digest}", False))
         kind = "manifests" if mediatypes.is_document(descriptor.media_type) else "blobs"
         for endpoint in self.registry.endpoints(self.ref):
             url = endpoint.url(f"/v2/{self.ref.repository}/{kind}/{descriptor.digest}")
             subject = f"{endpoint.describe()} repository {self.ref.repository} {kind[:-1]} {descriptor.digest}"
-            found.append(_Source(url, subject, True))
+            found.append(Source(url, subject, True))
         return found
 
     def _stream(self, descriptor: Descriptor, offset: int) -> Iterator[bytes]:
@@ -119,14 +121,14 @@ class RegistryFetcher:
         finally:
             response.close()
 
-    def _count_failure(self, retry: Retry, source: _Source, problem: str) -> Retry:
+    def _count_failure(self, retry: Retry, source: Source, problem: str) -> Retry:
         """Spend one retry of the budget, or raise TransientError once it is used up without progress."""
         try:
             return retry.increment(method="GET", url=source.url, error=ProtocolError(problem))
         except MaxRetryError:
             raise TransientError(f"{source.subject}: {problem}; giving up after repeated failures") from None
 
-    def _open_first(self, descriptor: Descriptor, offset: int) -> tuple[_Source, requests.Response, int]:
+    def _open_first(self, descriptor: Descriptor, offset: int) -> tuple[Source, requests.Response, int]:
         """Open the first source that has the content; skip those that 404 or keep failing."""
         sources = self.sources(descriptor)
         for source in sources[:-1]:
@@ -136,7 +138,7 @@ class RegistryFetcher:
                 log.info("%s; trying the next source", error)
         return (sources[-1], *self._open(sources[-1], descriptor, offset))
 
-    def _open(self, source: _Source, descriptor: Descriptor, position: int) -> tuple[requests.Response, int]:
+    def _open(self, source: Source, descriptor: Descriptor, position: int) -> tuple[requests.Response, int]:
         """GET the content from ``position``; return the response and how many leading bytes to discard."""
         headers = {"Accept-Encoding": "identity"}
         if mediatypes.is_document(descriptor.media_type):
@@ -167,7 +169,7 @@ class RegistryFetcher:
 
     @staticmethod
     def _check_answer(
-        response: requests.Response, source: _Source, descriptor: Descriptor, position: int
+        response: requests.Response, source: Source, descriptor: Descriptor, position: int
     ) -> tuple[int, int]:
         """``(bytes to skip, bytes the body may hold)`` for a 200 or 206 answer to a request from ``position``."""
         if response.status_code == 200:

@@ -8,6 +8,7 @@ Kept apart from the client so the token requests of :mod:`.auth` and the API req
 from __future__ import annotations
 
 import ipaddress
+import json
 from urllib.parse import urlsplit
 
 import requests
@@ -102,7 +103,7 @@ def raise_for_status(response: requests.Response, subject: str) -> None:
     if status in (401, 403):
         raise Unauthorized(f"{message}: credentials missing, refused or without access")
     if status == 404:
-        raise NotFound(message)
+        raise NotFound(f"{message}: not found")
     if status in TRANSIENT_STATUSES or status >= 500:
         raise TransientError(message, retry_after=retry_after_seconds(response))
     raise PermanentError(message)
@@ -117,7 +118,7 @@ def _error_detail(response: requests.Response) -> str:
         return ""
     try:
         raw = response.raw.read(4096, decode_content=True) if response.raw is not None else b""
-        errors = requests.models.complexjson.loads(raw).get("errors") or []
+        errors = json.loads(raw).get("errors") or []
         first = errors[0]
         text = f"{first.get('code', '')}: {first.get('message', '')}".strip(": ")
     except Exception:  # noqa: BLE001 - any unreadable body simply has no detail to add

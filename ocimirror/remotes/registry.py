@@ -8,6 +8,7 @@ that asked for it (blob storage behind a redirect gets a presigned URL, not the 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -318,7 +319,7 @@ def _descriptor_from_body(response: requests.Response, ref: Reference, subject: 
 def _declared_media_type(body: bytes, subject: str) -> str:
     """The ``mediaType`` a document declares itself, for registries that send a generic Content-Type."""
     try:
-        declared = requests.models.complexjson.loads(body).get("mediaType")
+        declared = json.loads(body).get("mediaType")
     except (ValueError, AttributeError):
         declared = None
     if not isinstance(declared, str) or not (mediatypes.is_document(declared) or mediatypes.is_schema1(declared)):
@@ -342,7 +343,7 @@ def _read_capped(response: requests.Response, limit: int, subject: str) -> bytes
 
 def _read_json(response: requests.Response, subject: str) -> dict[str, object]:
     try:
-        body = requests.models.complexjson.loads(_read_capped(response, mediatypes.MAX_DOCUMENT_SIZE, subject))
+        body = json.loads(_read_capped(response, mediatypes.MAX_DOCUMENT_SIZE, subject))
     except ValueError:
         raise PermanentError(f"{subject}: the answer is not JSON") from None
     if not isinstance(body, dict):

@@ -7,7 +7,8 @@ another host, and connections are reused across the many small requests a mirror
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import requests
@@ -79,22 +80,25 @@ class HostTransport:
         whose message starts with ``subject``.
         """
         headers = dict(headers or {})
-        sent = self.authorizer.authorization(scope) if authenticate else None
+        with _naming(subject):
+            sent = self.authorizer.authorization(scope) if authenticate else None
         if sent:
             headers["Authorization"] = sent
         response = self._send_once(method, url, headers, subject)
-        if response.status_code == 401 and authenticate:
-            try:
+        if response.status_code != 401 or not authenticate:
+            return response
+        try:
+            with _naming(subject):
                 retry = self.authorizer.handle_challenge(response, scope, sent)
                 authorization = self.authorizer.authorization(scope) if retry else None
-            except Unauthorized as error:
-                response.close()
-                raise Unauthorized(f"{subject}: {error}") from None
-            if authorization:
-                response.close()
-                headers["Authorization"] = authorization
-                response = self._send_once(method, url, headers, subject)
-        return response
+        except BaseException:
+            response.close()
+            raise
+        if not authorization:
+            return response
+        response.close()
+        headers["Authorization"] = authorization
+        return self._send_once(method, url, headers, subject)
 
     def _send_once(self, method: str, url: str, headers: dict[str, str], subject: str) -> requests.Response:
         try:
@@ -113,6 +117,15 @@ class HostTransport:
     def close(self) -> None:
         """Close the pooled connections."""
         self.session.close()
+
+
+@contextmanager
+def _naming(subject: str) -> Iterator[None]:
+    """Prefix authentication refusals with the request's subject (registry, repository, reference)."""
+    try:
+        yield
+    except Unauthorized as error:
+        raise Unauthorized(f"{subject}: {error}") from None
 
 
 def _once(source: Callable[[], Credentials | None]) -> Callable[[], Credentials | None]:
