@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import fsspec
 import pytest
 
+from ocimirror.content import Writer
 from ocimirror.descriptor import Descriptor
 from ocimirror.digest import blob_path, digest_bytes
 from ocimirror.errors import AlreadyExists, DigestMismatch, SizeMismatch, StoreError
@@ -36,8 +37,8 @@ def pattern(size: int, seed: bytes = b"ocimirror", chunk: int = MiB) -> Iterator
     """Deterministic pseudo-random content, generated chunk by chunk so it is never held whole."""
     block = hashlib.sha512(seed).digest() * (chunk // 64 + 1)
     for start in range(0, size, chunk):
-        n = min(chunk, size - start)
-        yield hashlib.sha256(seed + start.to_bytes(8, "big")).digest() + block[: n - 32] if n > 32 else block[:n]
+        header = hashlib.sha256(seed + start.to_bytes(8, "big")).digest()
+        yield (header + block)[: min(chunk, size - start)]
 
 
 def descriptor_of(size: int, seed: bytes = b"ocimirror") -> Descriptor:
@@ -59,7 +60,7 @@ def assert_nothing_left(backend: ObjectStoreBackend, server: ObjectStoreServer, 
     assert server.pending_uploads(prefix) == [], "an upload was left open"
 
 
-def write_all(writer, chunks: Iterator[bytes]) -> None:
+def write_all(writer: Writer, chunks: Iterator[bytes]) -> None:
     for chunk in chunks:
         writer.write(chunk)
 
