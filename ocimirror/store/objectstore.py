@@ -6,7 +6,8 @@ Instead a blob streams straight to its final key ``blobs/<alg>/<hex>`` as a mult
 otherwise. An object appears only when its upload completes, so nothing unverified is ever visible, and an
 aborted upload leaves neither an object nor an incomplete multipart upload behind.
 
-Memory stays flat in blob size: the fsspec file buffers at most one part (``PART_SIZE``) before sending it.
+Memory stays flat in blob size: at most one part (``PART_SIZE``) is buffered before it is sent. A blob
+that fits in one part is sent whole, in one request, at commit.
 
 ``index.json`` is shared by every writer of the store, on any machine, so it is replaced with a
 conditional write against the version that was read (S3 ``If-Match`` / ``If-None-Match``, GCS
@@ -93,6 +94,50 @@ class _OpenIngests:
 _INGESTS = _OpenIngests()
 
 
+class _SinglePut:
+    """A blob that fits in one part: kept in memory (at most ``PART_SIZE``) and sent in one request on
+    ``complete``. Nothing reaches the service before, so aborting only drops the buffer."""
+
+    def __init__(self, fs: AbstractFileSystem, key: str) -> None:
+        self._fs = fs
+        self._key = key
+        self._buffer = bytearray()
+
+    def write(self, chunk: bytes) -> None:
+        self._buffer += chunk
+
+    def complete(self) -> None:
+        self._fs.pipe_file(self._key, bytes(self._buffer))
+
+    def abort(self) -> None:
+        self._buffer = bytearray()
+
+
+class _PartUpload:
+    """A larger blob: an S3 multipart or GCS resumable upload through the fsspec file, one part buffered."""
+
+    def __init__(self, fs: AbstractFileSystem, key: str) -> None:
+        # autocommit=False: the fsspec file never completes the upload on its own (not on close, not when
+        # garbage collected); only ``complete`` does, after verification.
+        self._file = fs.open(key, "wb", block_size=PART_SIZE, autocommit=False)
+
+    def write(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+
+    def complete(self) -> None:
+        self._file.flush(force=True)
+        self._file.commit()
+        self._file.close()
+
+    def abort(self) -> None:
+        """Abort the multipart upload (S3) or cancel the resumable session (GCS)."""
+        try:
+            self._file.discard()
+        finally:
+            # Closed by hand: fsspec's close() would flush the buffer, starting an upload that nobody ends.
+            self._file.closed = True
+
+
 class ObjectBlobWriter:
     """Streams one blob to its final key, hashing as it goes; completes the upload only if it verifies.
 
@@ -104,11 +149,11 @@ class ObjectBlobWriter:
         self.descriptor = descriptor
         self._backend = backend
         self._verifier = Verifier(descriptor.digest, descriptor.size)
-        # autocommit=False: the fsspec file never completes the upload on its own (not on close, not when
-        # garbage collected); only ``commit`` below does, after verification.
-        self._file = backend.fs.open(
-            backend.key(blob_path(descriptor.digest)), "wb", block_size=PART_SIZE, autocommit=False
-        )
+        key = backend.key(blob_path(descriptor.digest))
+        # Most blobs of an image (manifests, configs, small layers) fit in one part: one request instead
+        # of the three (S3) or two (GCS) requests of an upload session.
+        upload = _SinglePut if descriptor.size <= PART_SIZE else _PartUpload
+        self._upload = upload(backend.fs, key)
         self._finished = False
         self.started_at = self.updated_at = datetime.now(UTC)
 
@@ -122,7 +167,7 @@ class ObjectBlobWriter:
         if self._finished:
             raise StoreError(f"ingest {self.ref} is already committed or closed")
         self._verifier.update(chunk)
-        self._file.write(chunk)
+        self._upload.write(chunk)
         self.updated_at = datetime.now(UTC)
 
     def commit(self) -> None:
@@ -131,11 +176,9 @@ class ObjectBlobWriter:
             raise StoreError(f"ingest {self.ref} is already committed or closed")
         try:
             self._verifier.verify()
-            self._file.flush(force=True)
-            self._file.commit()
-            self._file.close()
+            self._upload.complete()
         except BaseException:
-            self._abort()
+            self._upload.abort()
             raise
         finally:
             self._finish()
@@ -144,7 +187,7 @@ class ObjectBlobWriter:
         """Abort the upload unless it was committed: nothing of it stays visible or billed."""
         if not self._finished:
             try:
-                self._abort()
+                self._upload.abort()
             finally:
                 self._finish()
 
@@ -158,14 +201,6 @@ class ObjectBlobWriter:
             started_at=self.started_at,
             updated_at=self.updated_at,
         )
-
-    def _abort(self) -> None:
-        """Abort the multipart/resumable upload; nothing was sent for a blob still within its first part."""
-        try:
-            self._file.discard()
-        finally:
-            # Closed by hand: fsspec's close() would flush the buffer, starting an upload that nobody ends.
-            self._file.closed = True
 
     def _finish(self) -> None:
         self._finished = True
