@@ -1,6 +1,7 @@
 """The S3 and GCS store backends against real protocol servers (moto, gcp-storage-emulator).
 
-Every test runs on both servers. "Nothing left behind" means: no object at the blob's key and no upload
+Every test runs on both servers; the last one pulls images from a real registry into each. "Nothing left
+behind" means: no object at the blob's key and no upload
 that was begun but neither completed nor aborted (S3 multipart upload, GCS resumable session).
 """
 
@@ -11,6 +12,7 @@ import json
 import multiprocessing
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import fsspec
 import pytest
@@ -19,8 +21,15 @@ from ocimirror.content import Writer
 from ocimirror.descriptor import Descriptor
 from ocimirror.digest import blob_path, digest_bytes
 from ocimirror.errors import AlreadyExists, DigestMismatch, SizeMismatch, StoreError
+from ocimirror.pull import pull
+from ocimirror.remotes.reference import parse_reference
+from ocimirror.remotes.registry import Registry
+from ocimirror.store import open_store
+from ocimirror.store.layout import ref_name
 from ocimirror.store.objectstore import PART_SIZE, ObjectStoreBackend, backend_for_object_store
+from ocimirror.verify import verify_store
 from tests.fixtures.objectstores import ObjectStoreServer
+from tests.fixtures.registry import SeededRegistry
 
 LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 MiB = 2**20
@@ -315,3 +324,33 @@ def test_concurrent_updates_from_processes_lose_nothing(
     assert [process.exitcode for process in processes] == [0] * workers
     entries = json.loads(backend.fs.cat_file(backend.key("index.json")))
     assert sorted(entries) == sorted(f"{w}-{n}" for w in range(workers) for n in range(count))
+
+
+@pytest.mark.registry
+def test_pull_from_a_registry_into_the_object_store(
+    object_store_server: ObjectStoreServer, seeded_registry: SeededRegistry, tmp_path: Path
+) -> None:
+    """The whole path: registry -> handlers -> object store -> index.json, then verified and pulled again."""
+    store = open_store(object_store_server.new_url(), object_store_server.storage_options)
+    names = ["test/multiarch:v1", "test/many:v1"]
+    with Registry(environ={}, docker_config=tmp_path / "no-docker-config.json") as client:
+        for name in names:
+            reference = parse_reference(seeded_registry.reference(name))
+            pull(client.fetcher(reference), store, client.resolve(reference), seeded_registry.reference(name))
+        report = verify_store(store)
+        assert report.ok, report.summary()
+        assert report.images_checked == len(names)
+        assert {ref_name(entry) for entry in store.images()} == {seeded_registry.reference(name) for name in names}
+        assert object_store_server.pending_uploads(store.backend.root.split("/", 1)[1]) == []
+
+        reference = parse_reference(seeded_registry.reference("test/many:v1"))
+        fetcher = client.fetcher(reference)
+        fetched: list[str] = []
+
+        class CountingFetcher:
+            def fetch(self, descriptor: Descriptor, offset: int = 0) -> Iterator[bytes]:
+                fetched.append(descriptor.digest)
+                return fetcher.fetch(descriptor, offset)
+
+        pull(CountingFetcher(), store, client.resolve(reference), seeded_registry.reference("test/many:v1"))
+        assert fetched == [], "a second pull finds every blob committed"
