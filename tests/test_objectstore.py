@@ -1,8 +1,8 @@
 """The S3 and GCS store backends against real protocol servers (moto, gcp-storage-emulator).
 
 Every test runs on both servers; the last one pulls images from a real registry into each. "Nothing left
-behind" means: no object at the blob's key and no upload
-that was begun but neither completed nor aborted (S3 multipart upload, GCS resumable session).
+behind" means: no object at the blob's key and no upload that was begun but neither completed nor aborted
+(S3 multipart upload, GCS resumable session).
 """
 
 from __future__ import annotations
