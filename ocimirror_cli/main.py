@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
@@ -84,7 +85,7 @@ def _progress_display(enabled: bool) -> Iterator[None]:
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -103,16 +104,20 @@ def pull(
     as_json: JsonOption = False,
 ) -> None:
     """Mirror REFERENCE... into the store at --to, then tag each there."""
-    _quiet_prefect()
-    from flows.fetch import fetch_image
     from ocimirror.config import StoreSettings
+    from ocimirror.remotes import parse_reference
     from ocimirror.selection import PlatformSelection
 
-    try:
+    try:  # refuse bad input before a Prefect server is started for nothing
+        for reference in references:
+            parse_reference(reference)
         PlatformSelection(platforms=platform or [])
         store = StoreSettings(url=to, options=_storage_options(storage_option))
     except (ValueError, ConfigError) as error:
         raise _fail(str(error), EXIT_USAGE) from None
+    _quiet_prefect()
+    from flows.fetch import fetch_image
+
     results, failed = [], False
     with _progress_display(console.is_terminal and not as_json):
         for reference in references:
@@ -130,7 +135,7 @@ def pull(
                 failed = True
                 results.append({"reference": reference, "error": f"{type(error).__name__}: {error}"})
                 if not as_json:
-                    console.print(f"[red]failed[/red] {reference}: {error}", highlight=False)
+                    console.print(f"[red]failed[/red] {escape(f'{reference}: {error}')}", highlight=False)
                 continue
             results.append(result.model_dump(exclude={"tree"}))
             if not as_json:
