@@ -233,6 +233,14 @@ def verify(
 
 
 @app.command()
+def schema() -> None:
+    """Print the JSON Schema of mirror configs (published as deployments/mirror-config.schema.json)."""
+    from ocimirror.config import MirrorConfig
+
+    print(json.dumps(MirrorConfig.model_json_schema(), indent=2))
+
+
+@app.command()
 def serve(
     store: Annotated[str, typer.Argument(metavar="STORE")],
     listen: Annotated[str, typer.Option(metavar="HOST:PORT", help="Address to listen on.")] = "127.0.0.1:5000",
