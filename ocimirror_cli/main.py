@@ -58,6 +58,7 @@ def _storage_options(pairs: list[str] | None) -> dict[str, Any]:
 def _quiet_prefect() -> None:
     """Prefect's console logs would interleave with ours; the run history keeps them in full."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home from a mirror tool
 
 
 @contextmanager
