@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,6 +54,26 @@ def _storage_options(pairs: list[str] | None) -> dict[str, Any]:
             raise typer.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint="--storage-option")
         options[key] = yaml.safe_load(value) if value else ""
     return options
+
+
+#: Storage options whose values are treated as secrets (s3fs ``key``/``secret``/``token``, gcsfs ``token``...).
+_SECRET_OPTION = re.compile(r"key|secret|token|password|credential", re.IGNORECASE)
+
+
+def _store_settings(url: str, pairs: list[str] | None):
+    """The store for a flow run. Secret-looking options given on the command line travel as environment
+    references, so their values never reach the Prefect server's parameters or the UI."""
+    from ocimirror.config import SecretRef, StoreSettings
+
+    options, secrets = {}, {}
+    for key, value in _storage_options(pairs).items():
+        if _SECRET_OPTION.search(key) and isinstance(value, str):
+            variable = "OCIMIRROR_STORAGE_OPTION_" + re.sub(r"[^A-Za-z0-9]", "_", key).upper()
+            os.environ[variable] = value
+            secrets[key] = SecretRef(env=variable)
+        else:
+            options[key] = value
+    return StoreSettings(url=url, options=options, secret_options=secrets)
 
 
 def _quiet_prefect() -> None:
@@ -105,7 +126,6 @@ def pull(
     as_json: JsonOption = False,
 ) -> None:
     """Mirror REFERENCE... into the store at --to, then tag each there."""
-    from ocimirror.config import StoreSettings
     from ocimirror.remotes import parse_reference
     from ocimirror.selection import PlatformSelection
 
@@ -113,7 +133,7 @@ def pull(
         for reference in references:
             parse_reference(reference)
         PlatformSelection(platforms=platform or [])
-        store = StoreSettings(url=to, options=_storage_options(storage_option))
+        store = _store_settings(to, storage_option)
     except (ValueError, ConfigError) as error:
         raise _fail(str(error), EXIT_USAGE) from None
     _quiet_prefect()
