@@ -100,3 +100,21 @@ def test_verify_catches_a_corrupted_blob(pulled_store) -> None:
     report = json.loads(result.stdout)
     assert [fault["kind"] for fault in report["faults"]] == ["corrupt-blob"]
     assert report["faults"][0]["digest"] == manifest["layers"][0]["digest"]
+
+
+def test_secret_storage_options_never_reach_the_prefect_server(seeded_registry, prefect_server, tmp_path) -> None:
+    from prefect.client.orchestration import get_client
+
+    secret = "hunter2-do-not-log-me"
+    store = tmp_path / "store"
+    result = runner.invoke(
+        app, ["pull", seeded_registry.reference("test/single:v1"), "--to", str(store), "-o", f"secret={secret}"]
+    )
+    assert result.exit_code == 0, result.output
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(limit=200)
+        artifacts = client.read_artifacts(limit=200)
+    recorded = json.dumps([run.parameters for run in runs], default=str)
+    recorded += json.dumps([artifact.data for artifact in artifacts], default=str)
+    assert "OCIMIRROR_STORAGE_OPTION_SECRET" in recorded  # the reference is there...
+    assert secret not in recorded  # ...the value is not
