@@ -1,9 +1,11 @@
 """A read-only OCI distribution API over a store, so any registry client can pull from a mirror.
 
-Repositories are the stored references without their tag: ``docker.io/library/alpine:3.20`` in
-``index.json`` is served as ``/v2/docker.io/library/alpine/manifests/3.20``, so a client pulls
-``HOST:PORT/docker.io/library/alpine:3.20``. Content is addressed by digest as stored; nothing can be
-pushed. Paths are never built from the request: digests are validated and names only looked up.
+Images are found by the name they are stored under (``docker.io/library/alpine:3.20``). A request names
+the registry the way clients do: containerd's mirror requests carry it as ``?ns=docker.io`` (so the
+server can mirror registries with ports, too); otherwise a first path component with a dot is the
+registry (``HOST:PORT/ghcr.io/org/app:1.0``), and anything else is Docker Hub, as Docker resolves names
+(``HOST:PORT/library/alpine:3.20``). Content is addressed by digest as stored; nothing can be pushed.
+Paths are never built from the request: digests are validated and names only looked up.
 """
 
 from __future__ import annotations
@@ -30,6 +32,16 @@ _RANGE = re.compile(r"^bytes=(?P<start>\d+)-(?P<end>\d*)$")
 _OCTET_STREAM = "application/octet-stream"
 
 
+def stored_name(repository: str, namespace: str | None) -> str:
+    """The name images of ``/v2/<repository>/`` are stored under, given containerd's ``ns`` parameter."""
+    if namespace:
+        return f"{namespace}/{repository}"
+    first = repository.split("/", 1)[0]
+    if "." in first or first == "localhost":
+        return repository
+    return f"docker.io/{repository}" if "/" in repository else f"docker.io/library/{repository}"
+
+
 def _split(reference_name: str) -> tuple[str, str] | None:
     """``registry/repo:tag`` -> ``(registry/repo, tag)``; digest-only names are not browsable tags."""
     name, sep, tag = reference_name.rpartition(":")
@@ -52,22 +64,25 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch(body=True)
 
     def _dispatch(self, body: bool) -> None:
-        path = urlsplit(self.path).path
+        url = urlsplit(self.path)
+        path, query = url.path, parse_qs(url.query)
         try:
             if path in ("/v2", "/v2/"):
                 return self._json({}, body)
             if path == "/v2/_catalog":
                 return self._json({"repositories": sorted(self.server.tags())}, body)
             if match := _TAGS.match(path):
-                tags = self.server.tags().get(match["name"])
+                name = stored_name(match["name"], query.get("ns", [None])[0])
+                tags = self.server.tags().get(name)
                 if tags is None:
-                    return self._error(HTTPStatus.NOT_FOUND, "NAME_UNKNOWN", f"repository {match['name']} not found")
-                limit = parse_qs(urlsplit(self.path).query).get("n")
+                    return self._error(HTTPStatus.NOT_FOUND, "NAME_UNKNOWN", f"repository {name} not found")
+                limit = query.get("n")
                 listed = sorted(tags)[: int(limit[0])] if limit and limit[0].isdigit() else sorted(tags)
                 return self._json({"name": match["name"], "tags": listed}, body)
             if match := _ROUTE.match(path):
                 if match["kind"] == "manifests":
-                    return self._manifest(match["name"], match["reference"], body)
+                    name = stored_name(match["name"], query.get("ns", [None])[0])
+                    return self._manifest(name, match["reference"], body)
                 return self._blob(validate_digest(match["reference"]), body)
             self._error(HTTPStatus.NOT_FOUND, "NOT_FOUND", "no such endpoint")
         except InvalidDigest as error:

@@ -66,4 +66,6 @@ def run_demo(store: Path, say) -> bool:
         say(f"in store: {image.reference} {image.digest} {','.join(image.platforms)}")
     report = verify_store(layout)
     say(f"verify: {'ok' if report.ok else 'FAILED'} {report.summary()}")
+    say("the runs were recorded on an ephemeral Prefect server; to browse them in the UI, run `prefect server")
+    say("start`, export PREFECT_API_URL=http://127.0.0.1:4200/api and run the demo again")
     return report.ok

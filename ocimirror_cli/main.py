@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
@@ -54,9 +56,30 @@ def _storage_options(pairs: list[str] | None) -> dict[str, Any]:
     return options
 
 
+#: Storage options whose values are treated as secrets (s3fs ``key``/``secret``/``token``, gcsfs ``token``...).
+_SECRET_OPTION = re.compile(r"key|secret|token|password|credential", re.IGNORECASE)
+
+
+def _store_settings(url: str, pairs: list[str] | None):
+    """The store for a flow run. Secret-looking options given on the command line travel as environment
+    references, so their values never reach the Prefect server's parameters or the UI."""
+    from ocimirror.config import SecretRef, StoreSettings
+
+    options, secrets = {}, {}
+    for key, value in _storage_options(pairs).items():
+        if _SECRET_OPTION.search(key) and isinstance(value, str):
+            variable = "OCIMIRROR_STORAGE_OPTION_" + re.sub(r"[^A-Za-z0-9]", "_", key).upper()
+            os.environ[variable] = value
+            secrets[key] = SecretRef(env=variable)
+        else:
+            options[key] = value
+    return StoreSettings(url=url, options=options, secret_options=secrets)
+
+
 def _quiet_prefect() -> None:
     """Prefect's console logs would interleave with ours; the run history keeps them in full."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home from a mirror tool
 
 
 @contextmanager
@@ -84,7 +107,7 @@ def _progress_display(enabled: bool) -> Iterator[None]:
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -103,16 +126,19 @@ def pull(
     as_json: JsonOption = False,
 ) -> None:
     """Mirror REFERENCE... into the store at --to, then tag each there."""
-    _quiet_prefect()
-    from flows.fetch import fetch_image
-    from ocimirror.config import StoreSettings
+    from ocimirror.remotes import parse_reference
     from ocimirror.selection import PlatformSelection
 
-    try:
+    try:  # refuse bad input before a Prefect server is started for nothing
+        for reference in references:
+            parse_reference(reference)
         PlatformSelection(platforms=platform or [])
-        store = StoreSettings(url=to, options=_storage_options(storage_option))
+        store = _store_settings(to, storage_option)
     except (ValueError, ConfigError) as error:
         raise _fail(str(error), EXIT_USAGE) from None
+    _quiet_prefect()
+    from flows.fetch import fetch_image
+
     results, failed = [], False
     with _progress_display(console.is_terminal and not as_json):
         for reference in references:
@@ -130,7 +156,7 @@ def pull(
                 failed = True
                 results.append({"reference": reference, "error": f"{type(error).__name__}: {error}"})
                 if not as_json:
-                    console.print(f"[red]failed[/red] {reference}: {error}", highlight=False)
+                    console.print(f"[red]failed[/red] {escape(f'{reference}: {error}')}", highlight=False)
                 continue
             results.append(result.model_dump(exclude={"tree"}))
             if not as_json:
@@ -225,6 +251,14 @@ def verify(
             print(f"FAULT {fault}")
         print(f"{'ok' if report.ok else 'FAILED'}: {report.summary()}")
     raise typer.Exit(0 if report.ok else EXIT_FAILED)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of mirror configs (published as deployments/mirror-config.schema.json)."""
+    from ocimirror.config import MirrorConfig
+
+    print(json.dumps(MirrorConfig.model_json_schema(), indent=2))
 
 
 @app.command()

@@ -14,7 +14,7 @@ from prefect.blocks.system import Secret
 
 from ocimirror.config import RegistrySettings, SecretRef, StoreSettings, read_env_secret, registry_configs
 from ocimirror.errors import ConfigError
-from ocimirror.remotes import Registry
+from ocimirror.remotes import Registry, RegistryConfig
 from ocimirror.store import LayoutStore, open_store
 
 
@@ -32,7 +32,10 @@ def read_secret(ref: SecretRef) -> str:
 @lru_cache(maxsize=32)
 def _registry(registries_json: str, max_connections: int) -> Registry:
     registries = {host: RegistrySettings.model_validate(settings) for host, settings in json.loads(registries_json).items()}
-    return Registry(registry_configs(registries, read_secret, max_connections))
+    return Registry(
+        registry_configs(registries, read_secret, max_connections),
+        default_config=RegistryConfig(max_connections=max_connections),
+    )
 
 
 def registry_client(registries: dict[str, RegistrySettings], max_connections: int) -> Registry:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,29 @@ def test_dry_run_plans_without_writing(seeded_registry, tmp_path) -> None:
         ("planned", seeded_registry.images["test/multiarch:v1"].digest)
     ]
     assert not store.exists() or not any(store.rglob("blobs/*/*"))
+
+
+def test_prefect_retries_a_task_once_the_client_gives_up(seeded_registry, make_fault_proxy, tmp_path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId, TaskRunFilterName
+
+    from ocimirror.report import describe
+
+    proxy = make_fault_proxy(seeded_registry.url)
+    (layer,) = [d for d in seeded_registry.images["test/single:v1"].descriptors if d.kind == "layer"]
+    # More 503s than the registry client's own retry budget: the task fails transiently, Prefect retries it.
+    proxy.add(Fault(kind="status", path_contains=f"/blobs/{layer.digest}", status=503, times=8))
+
+    state = _fetch(f"{proxy.host}/test/single:v1", tmp_path, return_state=True)
+
+    assert state.result().blobs_fetched == 3
+    runs_of_the_layer = TaskRunFilter(
+        flow_run_id=TaskRunFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+        name=TaskRunFilterName(any_=[describe(layer)]),
+    )
+    deadline = time.monotonic() + 20  # the server records task runs from events, shortly after the fact
+    with get_client(sync_client=True) as client:
+        while (runs := client.read_task_runs(task_run_filter=runs_of_the_layer)) == [] or not runs[0].state.is_completed():
+            assert time.monotonic() < deadline, "the layer's task run was never recorded as completed"
+            time.sleep(0.5)
+    assert runs[0].run_count >= 2

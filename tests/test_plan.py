@@ -73,3 +73,24 @@ def test_secrets_are_references_not_values() -> None:
     assert config.registries["ghcr.io"].credentials.password.secret_block == "ghcr"
     with pytest.raises(ConfigError, match="exactly one"):
         parse_config({"store": {"url": "x", "secret_options": {"k": {}}}, "images": [{"source": "a"}]})
+
+
+def test_published_json_schema_is_current() -> None:
+    import json
+    from pathlib import Path
+
+    from ocimirror.config import MirrorConfig
+
+    published = Path(__file__).parent.parent / "deployments" / "mirror-config.schema.json"
+    assert json.loads(published.read_text()) == MirrorConfig.model_json_schema(), (
+        "regenerate with: python -m ocimirror_cli schema > deployments/mirror-config.schema.json"
+    )
+
+
+def test_sample_configs_are_valid() -> None:
+    from pathlib import Path
+
+    samples = sorted((Path(__file__).parent.parent / "deployments" / "configs").glob("*.yaml"))
+    assert samples
+    for sample in samples:
+        load_config(sample)

@@ -75,8 +75,9 @@ class Registry:
     """Pull-side access to OCI distribution registries, configured per host.
 
     ``configs`` maps registry hosts (``docker.io``, ``127.0.0.1:5000``, a mirror's host) to settings; hosts
-    without an entry get defaults (HTTPS with verification, credentials from the environment or Docker's
-    config.json). ``allow_foreign_urls`` lets fetchers read non-distributable layers from their ``urls``.
+    without an entry get ``default_config`` (by default: HTTPS with verification, credentials from the
+    environment or Docker's config.json). ``allow_foreign_urls`` lets fetchers read non-distributable
+    layers from their ``urls``.
     Use as a context manager, or call :meth:`close`, to release pooled connections.
     """
 
@@ -84,6 +85,7 @@ class Registry:
         self,
         configs: Mapping[str, RegistryConfig] | None = None,
         *,
+        default_config: RegistryConfig | None = None,
         allow_foreign_urls: bool = False,
         retry: Retry | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
@@ -91,6 +93,7 @@ class Registry:
         docker_config: Path | None = None,
     ) -> None:
         self.configs = dict(configs or {})
+        self.default_config = default_config or RegistryConfig()
         self.allow_foreign_urls = allow_foreign_urls
         self.retry = retry if retry is not None else make_retry()
         self.timeout = timeout
@@ -116,7 +119,7 @@ class Registry:
         """The settings of ``host`` (Docker Hub's API host shares ``docker.io``'s), defaults if none."""
         if host.lower() in DOCKER_HUB_ALIASES:
             host = DOCKER_HUB
-        return self.configs.get(host) or RegistryConfig()
+        return self.configs.get(host) or self.default_config
 
     def endpoints(self, ref: Reference) -> list[Endpoint]:
         """Where ``ref``'s content is read from, in order: the registry's mirrors, then the registry.
