@@ -128,19 +128,19 @@ def fetch_image(
     concurrency = max(1, min(concurrency, MAX_CONCURRENCY))
     selection = PlatformSelection(platforms=platforms or [], all_metadata=all_metadata)
     parsed = parse_reference(reference)
-    normalised = recorded_name(parsed)
+    name = recorded_name(parsed)  # what the store will call it: a pinned digest only decides what is fetched
 
     root = resolve_reference(str(parsed), registries, concurrency)
-    logger.info("%s resolved to %s", normalised, describe(root))
-    tracker = _Tracker(normalised)
+    logger.info("%s resolved to %s", name, describe(root))
+    tracker = _Tracker(name)
     rows = _fetch_tree(str(parsed), root, store, registries, selection, concurrency, tracker)
-    tagged = tag_in_store(normalised, root, store, selection)
+    tagged = tag_in_store(name, root, store, selection)
     tracker.report(finished=True)
 
     fetched = [row for row in rows if row.status == "fetched"]
     present = [row for row in rows if row.status == "present"]
     result = FetchResult(
-        reference=normalised,
+        reference=name,
         source_digest=root.digest,
         digest=tagged.digest,
         media_type=tagged.media_type,
@@ -153,16 +153,16 @@ def fetch_image(
         tree=rows,
     )
     create_table_artifact(
-        key=artifact_key("fetch", normalised),
+        key=artifact_key("fetch", name),
         table=[row.model_dump() for row in rows],
         description=(
-            f"{normalised} -> {tagged.digest}: {result.blobs_fetched} fetched "
+            f"{name} -> {tagged.digest}: {result.blobs_fetched} fetched "
             f"({human_size(result.bytes_fetched)}), {result.blobs_present} already present"
         ),
     )
     logger.info(
         "%s tagged as %s: %d fetched (%s), %d already present, %.1f s",
-        normalised, tagged.digest, result.blobs_fetched, human_size(result.bytes_fetched),
+        name, tagged.digest, result.blobs_fetched, human_size(result.bytes_fetched),
         result.blobs_present, result.duration_seconds,
     )  # fmt: skip
     return result
