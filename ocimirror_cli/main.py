@@ -77,9 +77,12 @@ def _store_settings(url: str, pairs: list[str] | None):
 
 
 def _quiet_prefect() -> None:
-    """Prefect's console logs would interleave with ours; the run history keeps them in full."""
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    """Keep Prefect's logs off the terminal (they would interleave with ours, and a 404 is not worth a
+    traceback) while every run still sends them to the Prefect server. Set
+    ``PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL=INFO`` to see them here too."""
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home from a mirror tool
+    os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
 @contextmanager
@@ -139,7 +142,7 @@ def pull(
     _quiet_prefect()
     from flows.fetch import fetch_image
 
-    results, failed = [], False
+    results: list[dict[str, Any]] = []
     with _progress_display(console.is_terminal and not as_json):
         for reference in references:
             state = fetch_image(
@@ -151,22 +154,21 @@ def pull(
                 return_state=True,
             )
             try:
-                result = state.result()
+                results.append(state.result().model_dump(exclude={"tree"}))
             except Exception as error:  # noqa: BLE001 - one failed reference does not stop the others
-                failed = True
                 results.append({"reference": reference, "error": f"{type(error).__name__}: {error}"})
-                if not as_json:
-                    console.print(f"[red]failed[/red] {escape(f'{reference}: {error}')}", highlight=False)
-                continue
-            results.append(result.model_dump(exclude={"tree"}))
-            if not as_json:
-                print(
-                    f"{result.reference} {result.digest} fetched {result.blobs_fetched} "
-                    f"({human_size(result.bytes_fetched)}), present {result.blobs_present}"
-                )
     if as_json:
         print(json.dumps({"images": results}, indent=2))
-    raise typer.Exit(EXIT_FAILED if failed else 0)
+    for result in [] if as_json else results:  # after the progress bars, so lines are not interleaved
+        if "error" in result:
+            failure = escape(f"{result['reference']}: {result['error']}")
+            console.print(f"[red]failed[/red] {failure}", highlight=False)
+        else:
+            print(
+                f"{result['reference']} {result['digest']} fetched {result['blobs_fetched']} "
+                f"({human_size(result['bytes_fetched'])}), present {result['blobs_present']}"
+            )
+    raise typer.Exit(EXIT_FAILED if any("error" in result for result in results) else 0)
 
 
 @app.command()
