@@ -76,14 +76,24 @@ class StoreError(PermanentError):
     """The store is unusable or inconsistent (for example a corrupt ``index.json``)."""
 
 
+#: ``OSError``s that describe the world rather than a failed exchange with it.
+_PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
 def is_transient(error: BaseException) -> bool:
     """Whether retrying the operation that raised ``error`` could help.
 
     Errors from outside ocimirror (for example an ``OSError`` from a filesystem backend) count as transient:
-    the cautious choice for I/O, while everything ocimirror knows to be final is a ``PermanentError``.
+    the cautious choice for I/O, while everything ocimirror knows to be final is a ``PermanentError``. The
+    exceptions are the ``OSError``s that name a state of the world rather than a failed exchange: a missing
+    bucket or directory, refused access (fsspec maps S3 and GCS 404 and 403 to these) do not change by
+    trying again.
     """
     if isinstance(error, PermanentError):
         return False
     if isinstance(error, TransientError):
         return True
+    if isinstance(error, _PERMANENT_OS_ERRORS):
+        return False
     return isinstance(error, (OSError, TimeoutError, ConnectionError))
+

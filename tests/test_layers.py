@@ -55,7 +55,13 @@ def test_retry_condition_retries_only_transient_failures() -> None:
 
     assert retry_transient(None, None, Failed(data=TransientError("503", retry_after=1)))
     assert retry_transient(None, None, Failed(data=ConnectionResetError()))
-    for permanent in (NotFound("gone"), Unauthorized("no"), DigestMismatch("bad")):
+    for permanent in (
+        NotFound("gone"),
+        Unauthorized("no"),
+        DigestMismatch("bad"),
+        PermissionError("Access Denied"),  # what s3fs and gcsfs raise for a 403
+        FileNotFoundError("no-such-bucket"),  # and for a missing bucket
+    ):
         assert not retry_transient(None, None, Failed(data=permanent))
 
 

@@ -7,20 +7,23 @@ behind" means: no object at the blob's key and no upload that was begun but neit
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import multiprocessing
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
 import pytest
 
-from ocimirror.content import Writer
+from ocimirror.content import Writer, copy_content
 from ocimirror.descriptor import Descriptor
 from ocimirror.digest import blob_path, digest_bytes
-from ocimirror.errors import AlreadyExists, DigestMismatch, SizeMismatch, StoreError
+from ocimirror.errors import AlreadyExists, DigestMismatch, SizeMismatch, StoreError, is_transient
 from ocimirror.pull import pull
 from ocimirror.remotes.reference import parse_reference
 from ocimirror.remotes.registry import Registry
@@ -56,6 +59,11 @@ def descriptor_of(size: int, seed: bytes = b"ocimirror") -> Descriptor:
     for chunk in pattern(size, seed):
         sha.update(chunk)
     return Descriptor(media_type=LAYER, digest=f"sha256:{sha.hexdigest()}", size=size)
+
+
+def inline(descriptor: Descriptor, content: bytes) -> Descriptor:
+    """``descriptor`` carrying ``content`` as inline data, so copying it needs no fetcher."""
+    return descriptor.model_copy(update={"data": base64.b64encode(content).decode()})
 
 
 def blob_key(backend: ObjectStoreBackend, descriptor: Descriptor) -> str:
@@ -354,3 +362,18 @@ def test_pull_from_a_registry_into_the_object_store(
 
         pull(CountingFetcher(), store, client.resolve(reference), seeded_registry.reference("test/many:v1"))
         assert fetched == [], "a second pull finds every blob committed"
+
+
+def test_a_missing_bucket_is_a_permanent_error_at_once(object_store_server: ObjectStoreServer) -> None:
+    """A bucket that does not exist cannot appear by retrying: the first write must say so, not spin through
+    the conflict retries of ``update`` and then ask Prefect for more retries."""
+    store = open_store(
+        f"{object_store_server.protocol}://no-such-bucket-{uuid.uuid4().hex[:8]}/store",
+        object_store_server.storage_options,
+    )
+    started = time.monotonic()
+    with pytest.raises(Exception) as raised:
+        copy_content(store, store, inline(descriptor_of(100), b"".join(pattern(100))))
+    assert time.monotonic() - started < 5
+    assert not is_transient(raised.value)
+    assert "no-such-bucket" in str(raised.value)

@@ -318,9 +318,14 @@ class S3Backend(ObjectStoreBackend):
         condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
         try:
             self.fs.call_s3("put_object", Bucket=bucket, Key=name, Body=content, **condition)
-        except (FileExistsError, FileNotFoundError) as error:
-            # s3fs maps a failed If-None-Match to FileExistsError; a replaced object deleted meanwhile is 404.
+        except FileExistsError as error:  # s3fs maps a failed If-None-Match to FileExistsError
             raise VersionConflict(key) from error
+        except FileNotFoundError as error:
+            # If-Match on an object deleted meanwhile is 404 NoSuchKey: re-read. Any other 404 (NoSuchBucket)
+            # will not change by retrying.
+            if _s3_error_code(error) == "NoSuchKey":
+                raise VersionConflict(key) from error
+            raise StoreError(f"cannot write {key}: {error}") from None
         except OSError as error:
             if _is_s3_conflict(error):
                 raise VersionConflict(key) from error
@@ -331,9 +336,14 @@ def _is_s3_conflict(error: BaseException) -> bool:
     """Whether s3fs's translated error is S3 refusing a conditional write: 412 Precondition Failed, or 409
     ConditionalRequestConflict (another conditional write to the key in flight)."""
     response = getattr(error.__cause__, "response", None) or {}
-    code = response.get("Error", {}).get("Code")
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return code in {"PreconditionFailed", "ConditionalRequestConflict"} or status in {409, 412}
+    return _s3_error_code(error) in {"PreconditionFailed", "ConditionalRequestConflict"} or status in {409, 412}
+
+
+def _s3_error_code(error: BaseException) -> str | None:
+    """The S3 error code (``NoSuchKey``, ``PreconditionFailed``...) behind an error s3fs translated."""
+    response = getattr(error.__cause__, "response", None) or {}
+    return response.get("Error", {}).get("Code")
 
 
 class GCSBackend(ObjectStoreBackend):
