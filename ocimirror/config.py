@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from .digest import Digest
 from .errors import ConfigError
 from .platforms import format_platform, parse_platform
-from .remotes.config import Credentials, RegistryConfig
+from .remotes.config import Credentials, RegistryConfig, normalise_endpoint
 
 
 class _Strict(BaseModel):
@@ -89,6 +89,12 @@ class RegistrySettings(_Strict):
     insecure: bool = Field(default=False, description="Allow plain HTTP and unverified TLS for this host.")
     ca_bundle: str | None = Field(default=None, description="PEM file of CAs to trust for this host.")
     credentials: CredentialsRef | None = None
+
+    @field_validator("mirrors")
+    @classmethod
+    def _endpoints(cls, mirrors: list[str]) -> list[str]:
+        # Checked here so a bad mirror fails the config, not a task run long after.
+        return [normalise_endpoint(mirror) for mirror in mirrors]
 
     def resolve(self, read_secret: SecretReader, max_connections: int) -> RegistryConfig:
         """The registry client's settings, with secrets read."""

@@ -75,6 +75,26 @@ def test_secrets_are_references_not_values() -> None:
         parse_config({"store": {"url": "x", "secret_options": {"k": {}}}, "images": [{"source": "a"}]})
 
 
+def test_bad_mirrors_are_refused_with_the_config_without_echoing_credentials() -> None:
+    """A mirror URL is checked when the config is read, not first inside a task run, and a password
+    wrongly written into one is never repeated in the error (which reaches logs and the UI)."""
+    with pytest.raises(ConfigError) as refused:
+        parse_config(
+            {
+                "store": {"url": "/tmp/x"},
+                "registries": {"docker.io": {"mirrors": ["https://bob:hunter2@mirror.example"]}},
+                "images": [{"source": "alpine"}],
+            }
+        )
+    message = str(refused.value)
+    assert "registries.docker.io.mirrors" in message and "without credentials" in message
+    assert "hunter2" not in message
+    with pytest.raises(ConfigError, match="scheme must be http or https"):
+        parse_config(
+            {"store": {"url": "/tmp/x"}, "registries": {"q.io": {"mirrors": ["ftp://m"]}}, "images": [{"source": "a"}]}
+        )
+
+
 def test_published_json_schema_is_current() -> None:
     import json
     from pathlib import Path

@@ -70,8 +70,12 @@ def test_config_validation() -> None:
         RegistryConfig(mirrors=["ftp://mirror"])
     with pytest.raises(ValidationError, match="path is not supported"):
         RegistryConfig(mirrors=["https://mirror.example/v2/x"])
-    with pytest.raises(ValidationError, match="without credentials"):
+    with pytest.raises(ValidationError, match="without credentials") as refused:
         RegistryConfig(mirrors=[f"https://u:{SECRET}@mirror.example"])
+    assert SECRET not in str(refused.value)
+    with pytest.raises(ValidationError) as refused:
+        Credentials(password=SECRET)  # a plain string: pydantic would quote it as the input
+    assert SECRET not in str(refused.value)
     assert RegistryConfig(mirrors=["https://mirror.example/"]).mirrors == ["https://mirror.example"]
     with pytest.raises(ValidationError):
         RegistryConfig(max_connections=0)

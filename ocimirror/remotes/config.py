@@ -18,7 +18,8 @@ DEFAULT_MAX_CONNECTIONS = 8
 class Credentials(BaseModel):
     """A username and password, or an identity (refresh) token; secrets never show in ``repr``/``str``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # pydantic quotes the input in validation errors; here that would be the password itself.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     username: str | None = None
     password: SecretStr | None = None
@@ -39,7 +40,7 @@ class Credentials(BaseModel):
 class RegistryConfig(BaseModel):
     """How to reach one registry host."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     mirrors: list[str] = Field(default_factory=list)
     """Endpoints (``https://mirror.example``, ``http://127.0.0.1:5001``) tried in order before the host."""
@@ -59,12 +60,18 @@ class RegistryConfig(BaseModel):
 
 
 def normalise_endpoint(endpoint: str) -> str:
-    """``scheme://host[:port]`` without a trailing slash, or a ``ValueError`` saying what is wrong."""
+    """``scheme://host[:port]`` without a trailing slash, or a ``ValueError`` saying what is wrong.
+
+    The message shows the endpoint without any ``user:password@``: credentials belong in the registry's
+    ``credentials``, and one written here by mistake must not be repeated into logs.
+    """
     parts = urlsplit(endpoint.strip())
+    host = parts.netloc.rpartition("@")[2]
+    shown = repr(parts._replace(netloc=host).geturl())
     if parts.scheme not in ("http", "https"):
-        raise ValueError(f"mirror {endpoint!r}: scheme must be http or https")
-    if not parts.netloc or parts.username or parts.password:
-        raise ValueError(f"mirror {endpoint!r}: expected scheme://host[:port] without credentials")
+        raise ValueError(f"mirror {shown}: scheme must be http or https")
+    if not host or parts.username or parts.password:
+        raise ValueError(f"mirror {shown}: expected scheme://host[:port] without credentials")
     if parts.path.strip("/") or parts.query or parts.fragment:
-        raise ValueError(f"mirror {endpoint!r}: a path is not supported, give scheme://host[:port]")
+        raise ValueError(f"mirror {shown}: a path is not supported, give scheme://host[:port]")
     return f"{parts.scheme}://{parts.netloc}"
