@@ -7,18 +7,19 @@ import time
 from collections.abc import Callable, Iterator
 from email.utils import formatdate
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from pydantic import SecretStr
 
 from ocimirror.content import read_blob
 from ocimirror.devtools.faultproxy import Fault, FaultProxy
-from ocimirror.errors import SizeMismatch, TransientError
+from ocimirror.errors import ConfigError, SizeMismatch, TransientError
 from ocimirror.remotes.config import Credentials, RegistryConfig
 from ocimirror.remotes.policy import make_retry
 from ocimirror.remotes.reference import parse_reference
 from ocimirror.remotes.registry import Registry
-from tests.fixtures.registry import AuthenticatedRegistry, SeededRegistry
+from tests.fixtures.registry import TOKEN_SERVICE, AuthenticatedRegistry, SeededRegistry, TokenServer
 
 pytestmark = pytest.mark.registry
 
@@ -176,3 +177,23 @@ def test_foreign_url_missing_falls_back_to_registry(fault_proxy, seeded_registry
     missing = layer.model_copy(update={"urls": [f"{fault_proxy.redirect_url}/nowhere/{layer.digest}"]})
     fetcher = make_client(allow_foreign_urls=True).fetcher(parse_reference(seeded_registry.reference(SINGLE)))
     assert read_blob(fetcher, missing, limit=layer.size) == content
+
+
+@pytest.mark.registry
+def test_insecure_registry_sends_no_password_over_plain_http_to_another_token_host(
+    token_server: TokenServer, seeded_registry: SeededRegistry, make_fault_proxy, make_client
+) -> None:
+    """``insecure`` is what the user says of one host. A challenge from it naming a plain-HTTP realm on
+    another host must not carry the password there in the clear. (``[::ffff:127.0.0.1]`` is another host to
+    the client's rules, yet the bytes stay on loopback.)"""
+    port = urlsplit(token_server.realm).port
+    foreign_realm = f"http://[::ffff:127.0.0.1]:{port}/token"
+    proxy = make_fault_proxy(seeded_registry.url)
+    challenge = f'Bearer realm="{foreign_realm}",service="{TOKEN_SERVICE}"'
+    proxy.add(Fault("status", "/v2/", times=None, status=401, headers={"WWW-Authenticate": challenge}))
+    credentials = Credentials(username="bob", password=SecretStr("hunter2"))
+    client = make_client({proxy.host: RegistryConfig(insecure=True, credentials=credentials)})
+    token_server.reset()
+    with pytest.raises(ConfigError, match="plain HTTP to"):
+        client.resolve(parse_reference(f"{proxy.host}/{SINGLE}"))
+    assert not token_server.requests

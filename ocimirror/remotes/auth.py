@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import requests
 
@@ -210,7 +211,10 @@ class Authorizer:
             return token.value
 
     def _fetch_token(self, realm: str, service: str, scope: str | None) -> _Token:
-        check_plain_http(realm, self._insecure, what=f"token server of {self.host}")
+        # ``insecure`` vouches for the registry host only: a realm elsewhere gets credentials over HTTPS
+        # (or loopback) whatever the registry's challenge says.
+        realm_is_registry = urlsplit(realm).netloc.lower() == self.host.lower()
+        check_plain_http(realm, self._insecure and realm_is_registry, what=f"token server of {self.host}")
         params = {"service": service} if service else {}
         if scope:
             params["scope"] = scope
