@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -13,8 +15,8 @@ import pytest
 from pydantic import SecretStr
 
 from ocimirror.content import read_blob
-from ocimirror.devtools.faultproxy import Fault, FaultProxy
-from ocimirror.errors import ConfigError, SizeMismatch, TransientError
+from ocimirror.devtools.faultproxy import Fault, FaultProxy, LoopbackHTTPServer
+from ocimirror.errors import ConfigError, SizeMismatch, TransientError, Unauthorized
 from ocimirror.remotes.config import Credentials, RegistryConfig
 from ocimirror.remotes.policy import make_retry
 from ocimirror.remotes.reference import parse_reference
@@ -197,3 +199,46 @@ def test_insecure_registry_sends_no_password_over_plain_http_to_another_token_ho
     with pytest.raises(ConfigError, match="plain HTTP to"):
         client.resolve(parse_reference(f"{proxy.host}/{SINGLE}"))
     assert not token_server.requests
+
+
+class _EndlessTokenHandler(BaseHTTPRequestHandler):
+    """A token endpoint whose answer is valid JSON padded to 64 MiB, streamed without Content-Length."""
+
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        """Quiet."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        try:
+            self.wfile.write(b'{"token": "t", "padding": "')
+            for _ in range(64):
+                self.wfile.write(b"A" * 2**20)
+            self.wfile.write(b'"}')
+        except ConnectionError:
+            pass  # the client stopped reading, as it should
+
+
+@pytest.mark.registry
+def test_token_response_is_read_only_up_to_a_limit(seeded_registry: SeededRegistry, make_fault_proxy, make_client) -> None:
+    """The realm is whatever the registry names; its answer must not be read whole into memory."""
+    token_endpoint = LoopbackHTTPServer(_EndlessTokenHandler)
+    token_endpoint.start("endless-token")
+    try:
+        proxy = make_fault_proxy(seeded_registry.url)
+        challenge = f'Bearer realm="{token_endpoint.url}/token",service="s"'
+        proxy.add(Fault("status", "/v2/", times=None, status=401, headers={"WWW-Authenticate": challenge}))
+        client = make_client()
+        tracemalloc.start()
+        try:
+            with pytest.raises(Unauthorized, match="token response over"):
+                client.resolve(parse_reference(f"{proxy.host}/{SINGLE}"))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 16 * 2**20
+    finally:
+        token_endpoint.stop()

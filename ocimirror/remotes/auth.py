@@ -14,6 +14,7 @@ host's scheme is known and later requests carry credentials from the start inste
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 
 from ..errors import TransientError, Unauthorized
 from .config import Credentials
@@ -32,6 +34,8 @@ DEFAULT_TOKEN_LIFETIME = 60
 EXPIRY_MARGIN = 5
 #: The ``client_id`` sent with OAuth2 token requests (the spec requires one; it identifies the client).
 CLIENT_ID = "ocimirror"
+#: Largest token response read (tokens are a few kB; the realm is chosen by the registry, not the user).
+MAX_TOKEN_RESPONSE = 2**20
 #: Statuses of an OAuth2 POST that mean "this token server wants the GET flow" rather than a final no.
 POST_REFUSED = frozenset({401, 404, 405})
 
@@ -241,21 +245,32 @@ class Authorizer:
 
     def _token_request(self, method: str, url: str, **kwargs: object) -> requests.Response:
         try:
-            return self._session.request(method, url, timeout=self._timeout, allow_redirects=False, **kwargs)
+            return self._session.request(
+                method, url, timeout=self._timeout, allow_redirects=False, stream=True, **kwargs
+            )
         except requests.RequestException as error:
             raise TransientError(f"token server {origin_of(url)} for {self.host}: {type(error).__name__}") from None
 
     def _read_token(self, response: requests.Response, realm: str) -> _Token:
+        """The token of a streamed answer, read only up to ``MAX_TOKEN_RESPONSE`` bytes: the realm is named
+        by the registry, and a body without end must not fill the memory."""
         who = f"token server {origin_of(realm)} for {self.host}"
-        status = response.status_code
-        if status in (401, 403):
-            raise Unauthorized(f"{who} refused {self._who()} (HTTP {status})")
-        if status == 408 or status == 429 or status >= 500:
-            raise TransientError(f"{who} answered HTTP {status}", retry_after=retry_after_seconds(response))
-        if status != 200:
-            raise Unauthorized(f"{who} answered HTTP {status} to a token request")
+        with response:
+            status = response.status_code
+            if status in (401, 403):
+                raise Unauthorized(f"{who} refused {self._who()} (HTTP {status})")
+            if status == 408 or status == 429 or status >= 500:
+                raise TransientError(f"{who} answered HTTP {status}", retry_after=retry_after_seconds(response))
+            if status != 200:
+                raise Unauthorized(f"{who} answered HTTP {status} to a token request")
+            try:
+                content = response.raw.read(MAX_TOKEN_RESPONSE + 1, decode_content=True)
+            except (requests.RequestException, OSError, urllib3.exceptions.HTTPError) as error:
+                raise TransientError(f"{who}: token response broken ({type(error).__name__})") from None
+        if len(content) > MAX_TOKEN_RESPONSE:
+            raise Unauthorized(f"{who} sent a token response over {MAX_TOKEN_RESPONSE} bytes")
         try:
-            body = response.json()
+            body = json.loads(content)
             value = body.get("token") or body.get("access_token")
             lifetime = int(body.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
         except (ValueError, AttributeError, TypeError):
