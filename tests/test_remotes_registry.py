@@ -488,3 +488,18 @@ def test_credential_helper_feeds_the_client(basic_registry, basic_image, tmp_pat
         pull_all(client, f"{basic_registry.host}/private/app:v1", basic_image)
     # Asked once, on the first challenge, however many requests followed.
     assert (tmp_path / "asked.log").read_text().split() == [basic_registry.host]
+
+
+def test_insecure_registry_still_verifies_a_token_server_on_another_host(
+    tls_registry: LocalRegistry, seeded_registry: SeededRegistry, make_fault_proxy, make_client
+) -> None:
+    """``insecure`` is said of the registry's host; a TLS realm elsewhere that it names gets the password
+    only after its certificate verifies (``[::ffff:127.0.0.1]`` is another host, on loopback)."""
+    realm = f"https://[::ffff:127.0.0.1]:{tls_registry.host.rpartition(':')[2]}/token"
+    proxy = make_fault_proxy(seeded_registry.url)
+    challenge = f'Bearer realm="{realm}",service="s"'
+    proxy.add(Fault("status", "/v2/", times=None, status=401, headers={"WWW-Authenticate": challenge}))
+    credentials = Credentials(username="bob", password=SecretStr("hunter2"))
+    client = make_client({proxy.host: RegistryConfig(insecure=True, credentials=credentials)})
+    with pytest.raises(PermanentError, match="TLS verification failed"):
+        client.resolve(parse_reference(f"{proxy.host}/test/single:v1"))

@@ -26,7 +26,7 @@ import urllib3
 
 from ..errors import TransientError, Unauthorized
 from .config import Credentials
-from .policy import check_plain_http, origin_of, retry_after_seconds
+from .policy import check_plain_http, error_from_exception, origin_of, retry_after_seconds
 
 #: Lifetime assumed for a token whose response has no ``expires_in`` (distribution's token spec).
 DEFAULT_TOKEN_LIFETIME = 60
@@ -217,8 +217,8 @@ class Authorizer:
     def _fetch_token(self, realm: str, service: str, scope: str | None) -> _Token:
         # ``insecure`` vouches for the registry host only: a realm elsewhere gets credentials over HTTPS
         # (or loopback) whatever the registry's challenge says.
-        realm_is_registry = urlsplit(realm).netloc.lower() == self.host.lower()
-        check_plain_http(realm, self._insecure and realm_is_registry, what=f"token server of {self.host}")
+        trusted = self._insecure and self._is_registry(realm)
+        check_plain_http(realm, trusted, what=f"token server of {self.host}")
         params = {"service": service} if service else {}
         if scope:
             params["scope"] = scope
@@ -243,13 +243,20 @@ class Authorizer:
                 )
         return self._read_token(response, realm)
 
+    def _is_registry(self, url: str) -> bool:
+        return urlsplit(url).netloc.lower() == self.host.lower()
+
     def _token_request(self, method: str, url: str, **kwargs: object) -> requests.Response:
+        """Send a token request on the registry's session; a realm on another host has its TLS verified even
+        when the registry's own certificate is not."""
+        if self._insecure and not self._is_registry(url):
+            kwargs["verify"] = True
         try:
             return self._session.request(
                 method, url, timeout=self._timeout, allow_redirects=False, stream=True, **kwargs
             )
         except requests.RequestException as error:
-            raise TransientError(f"token server {origin_of(url)} for {self.host}: {type(error).__name__}") from None
+            raise error_from_exception(error, f"token server {origin_of(url)} for {self.host}") from None
 
     def _read_token(self, response: requests.Response, realm: str) -> _Token:
         """The token of a streamed answer, read only up to ``MAX_TOKEN_RESPONSE`` bytes: the realm is named
