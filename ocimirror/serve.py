@@ -91,19 +91,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.NOT_FOUND, "BLOB_UNKNOWN", str(error))
 
     def _manifest(self, name: str, reference: str, body: bool) -> None:
-        if reference.startswith(("sha256:", "sha512:")):
-            digest = validate_digest(reference)
-            size = self.server.store.info(digest)
-            if size > mediatypes.MAX_DOCUMENT_SIZE:
-                raise NotFound(f"{digest} is not a manifest")
-            content = self._read(Descriptor(media_type=_OCTET_STREAM, digest=digest, size=size))
-            media_type = _sniff_media_type(content)
-        else:
-            try:
+        try:
+            if reference.startswith(("sha256:", "sha512:")):
+                digest = validate_digest(reference)
+                size = self.server.store.info(digest)
+                if size > mediatypes.MAX_DOCUMENT_SIZE:
+                    raise NotFound(f"{digest} is not a manifest")
+                content = self._read(Descriptor(media_type=_OCTET_STREAM, digest=digest, size=size))
+                media_type = _sniff_media_type(content, digest)
+            else:
                 entry = self.server.store.resolve(f"{name}:{reference}")
-            except NotFound:
-                return self._error(HTTPStatus.NOT_FOUND, "MANIFEST_UNKNOWN", f"{name}:{reference} not found")
-            content, media_type, digest = self._read(entry), entry.media_type, entry.digest
+                content, media_type, digest = self._read(entry), entry.media_type, entry.digest
+        except NotFound as error:
+            return self._error(HTTPStatus.NOT_FOUND, "MANIFEST_UNKNOWN", str(error))
         self._send(HTTPStatus.OK, content if body else b"", media_type, len(content), digest)
 
     def _read(self, descriptor: Descriptor) -> bytes:
@@ -158,17 +158,26 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(content)
 
 
-def _sniff_media_type(content: bytes) -> str:
-    """A stored manifest's media type: its own ``mediaType``, else its shape (OCI allows omitting it)."""
+def _sniff_media_type(content: bytes, digest: str) -> str:
+    """A stored manifest's media type: its own ``mediaType``, else its shape (OCI allows omitting it).
+
+    Blobs are stored side by side, so a config (JSON too) must be told from a manifest: anything that is
+    not a schema 2 document with a manifest or index media type or shape is not one.
+    """
     try:
         document = json.loads(content)
     except ValueError:
-        raise NotFound("blob is not a manifest") from None
-    if not isinstance(document, dict):
-        raise NotFound("blob is not a manifest")
-    if isinstance(document.get("mediaType"), str):
-        return document["mediaType"]
-    return mediatypes.OCI_INDEX if "manifests" in document else mediatypes.OCI_MANIFEST
+        document = None
+    if not isinstance(document, dict) or document.get("schemaVersion") != 2:
+        raise NotFound(f"{digest} is not a manifest")
+    declared = document.get("mediaType")
+    if isinstance(declared, str) and mediatypes.is_document(declared):
+        return declared
+    if declared is None and "manifests" in document:
+        return mediatypes.OCI_INDEX
+    if declared is None and "config" in document:
+        return mediatypes.OCI_MANIFEST
+    raise NotFound(f"{digest} is not a manifest")
 
 
 class RegistryServer(ThreadingHTTPServer):

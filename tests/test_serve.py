@@ -86,3 +86,17 @@ def test_errors_are_registry_errors(served) -> None:
     ranged = requests.get(f"{base}/blobs/{root.digest}", headers={"Range": "bytes=10-19"}, timeout=5)
     assert ranged.status_code == 206 and len(ranged.content) == 10
     assert requests.get(f"{base}/tags/list", timeout=5).json()["tags"] == ["v1"]
+
+
+def test_only_manifests_are_served_from_manifests(served) -> None:
+    """A config blob is JSON too, but ``/manifests/<digest>`` of it is unknown, as in distribution: a client
+    must never be handed a config labelled as a manifest."""
+    server, root = served
+    index = json.loads(requests.get(f"{server.url}/v2/test/multiarch/manifests/v1", timeout=5).content)
+    manifest = index["manifests"][0]
+    base = f"{server.url}/v2/test/multiarch/manifests"
+    served_manifest = requests.get(f"{base}/{manifest['digest']}", timeout=5)
+    assert served_manifest.headers["Content-Type"] == manifest["mediaType"]
+    config = requests.get(f"{base}/{json.loads(served_manifest.content)['config']['digest']}", timeout=5)
+    assert config.status_code == 404
+    assert config.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
