@@ -127,9 +127,8 @@ def children_handler(provider: Fetcher) -> Handler:
     """
 
     def children(descriptor: Descriptor) -> list[Descriptor]:
+        _refuse_schema1(descriptor)
         media_type = descriptor.media_type
-        if mediatypes.is_schema1(media_type):
-            raise UnsupportedSchema1(f"{descriptor.digest}: Docker schema 1 manifests ({media_type}) are not supported")
         if mediatypes.is_document(media_type):
             return read_document(provider, descriptor).children()
         if not (mediatypes.is_layer(media_type) or mediatypes.is_config(media_type)):
@@ -147,14 +146,19 @@ def fetch_handler(ingester: Ingester, fetcher: Fetcher) -> Handler:
     """
 
     def fetch(descriptor: Descriptor) -> list[Descriptor]:
-        if mediatypes.is_schema1(descriptor.media_type):
-            raise UnsupportedSchema1(
-                f"{descriptor.digest}: Docker schema 1 manifests ({descriptor.media_type}) are not supported"
-            )
+        _refuse_schema1(descriptor)
         copy_content(fetcher, ingester, descriptor)
         return []
 
     return fetch
+
+
+def _refuse_schema1(descriptor: Descriptor) -> None:
+    """Schema 1 is refused before any byte of it is fetched or parsed: it cannot be stored as OCI content."""
+    if mediatypes.is_schema1(descriptor.media_type):
+        raise UnsupportedSchema1(
+            f"{descriptor.digest}: Docker schema 1 manifests ({descriptor.media_type}) are not supported"
+        )
 
 
 def filter_platforms(handler: Handler, matcher: Matcher | None) -> Handler:
