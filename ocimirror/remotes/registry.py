@@ -37,7 +37,7 @@ from ..errors import (
 from .auth import repository_scope
 from .config import RegistryConfig
 from .credentials import lookup_credentials
-from .fetcher import RegistryFetcher
+from .fetcher import CHUNK_SIZE, RegistryFetcher
 from .policy import is_loopback_host, make_retry, origin_of, raise_for_status
 from .reference import DOCKER_HUB, DOCKER_HUB_ALIASES, DOCKER_HUB_API_HOST, Reference
 from .transport import DEFAULT_TIMEOUT, HostTransport
@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
-CHUNK_SIZE = 64 * 1024
 T = TypeVar("T")
 
 
