@@ -23,6 +23,7 @@ from .descriptor import Descriptor
 from .digest import validate_digest
 from .errors import InvalidDigest, NotFound
 from .store import LayoutStore
+from .store.layout import ref_name
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,6 @@ class RegistryServer(ThreadingHTTPServer):
         """Repository name -> tags, from index.json (read per request, so new syncs show at once)."""
         repositories: dict[str, set[str]] = {}
         for entry in self.store.images():
-            name = (entry.annotations or {}).get("org.opencontainers.image.ref.name", "")
-            if split := _split(name):
+            if split := _split(ref_name(entry) or ""):
                 repositories.setdefault(split[0], set()).add(split[1])
         return repositories
