@@ -57,6 +57,7 @@ def test_parse_and_normalise(text, registry, repository, tag, digest, normalised
         ("alpine:", "bad tag ''"),
         ("alpine:-x", "bad tag '-x'"),
         ("alpine:" + "t" * 129, "bad tag"),
+        ("alpine:v\u0661\u00e9", "bad tag"),  # distribution's \w is ASCII: no Arabic-Indic digits or accents
         ("alpine@sha256:abc", "bad digest"),
         ("alpine@md5:" + "a" * 32, "unsupported algorithm"),
         ("alpine@", "bad digest"),
