@@ -138,6 +138,7 @@ def walk_image(
 
 def verify_store(store: LayoutStore) -> VerifyReport:
     """Re-hash every blob (streamed) and check that every tagged image's tree is present and parses."""
+    store.check_layout()
     report = VerifyReport()
     corrupt: set[str] = set()
     for name in store.blobs():
@@ -185,6 +186,7 @@ def _platforms(store: LayoutStore, entry: Descriptor) -> list[str]:
 def list_images(store: LayoutStore) -> list[ImageSummary]:
     """Each tagged image with its digest, media type, platforms and total size (distinct blobs of its tree,
     as declared; what is missing is for ``verify`` to report)."""
+    store.check_layout()
     return [
         ImageSummary(
             reference=_image_name(entry),

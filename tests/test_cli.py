@@ -102,6 +102,14 @@ def test_verify_catches_a_corrupted_blob(pulled_store) -> None:
     assert report["faults"][0]["digest"] == manifest["layers"][0]["digest"]
 
 
+@pytest.mark.parametrize("command", ["verify", "ls"])
+def test_a_path_that_is_no_store_is_an_error_not_an_empty_store(command: str, tmp_path) -> None:
+    """A mistyped store path must not verify as "ok" (exit 0) or list as empty."""
+    result = cli(command, str(tmp_path / "typo"))
+    assert result.returncode == 1
+    assert "not an OCI image layout" in result.stderr and "oci-layout" in result.stderr
+
+
 def test_secret_storage_options_never_reach_the_prefect_server(seeded_registry, prefect_server, tmp_path) -> None:
     from prefect.client.orchestration import get_client
 

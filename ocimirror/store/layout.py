@@ -244,6 +244,17 @@ class LayoutStore:
         where = self._where(INDEX_FILE)
         self.backend.update(INDEX_FILE, lambda current: encode_document(change(decode_index(current, where))))
 
+    def check_layout(self) -> None:
+        """Raise ``NotFound`` unless the store has an ``oci-layout`` of version 1.x.
+
+        Readers call this first: a mistyped path reads like an empty store otherwise, and "nothing is
+        wrong" must not be the answer for a store that is not there.
+        """
+        layout = self._read(OCI_LAYOUT_FILE)
+        if layout is None:
+            raise NotFound(f"{self} is not an OCI image layout: it has no {OCI_LAYOUT_FILE} file")
+        _check_layout(layout, self._where(OCI_LAYOUT_FILE))
+
     def _ensure_layout(self) -> None:
         """Create ``oci-layout`` and an empty ``index.json`` if missing; refuse a layout of another version."""
         if self._layout_ready:
