@@ -275,8 +275,13 @@ def serve(
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit():
         raise _fail(f"--listen {listen!r}: expected HOST:PORT", EXIT_USAGE)
-    server = RegistryServer(_open(store, storage_option), (host.strip("[]") or "127.0.0.1", int(port)))
-    console.print(f"serving {store} at {server.url} (Ctrl-C to stop)", highlight=False)
+    try:
+        layout = _open(store, storage_option)
+        layout.check_layout()
+    except OcimirrorError as error:
+        raise _fail(str(error), EXIT_FAILED) from None
+    server = RegistryServer(layout, (host.strip("[]") or "127.0.0.1", int(port)))
+    console.print(f"serving {layout} at {server.url} (Ctrl-C to stop)", highlight=False)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -102,7 +102,7 @@ def test_verify_catches_a_corrupted_blob(pulled_store) -> None:
     assert report["faults"][0]["digest"] == manifest["layers"][0]["digest"]
 
 
-@pytest.mark.parametrize("command", ["verify", "ls"])
+@pytest.mark.parametrize("command", ["verify", "ls", "serve"])
 def test_a_path_that_is_no_store_is_an_error_not_an_empty_store(command: str, tmp_path) -> None:
     """A mistyped store path must not verify as "ok" (exit 0) or list as empty."""
     result = cli(command, str(tmp_path / "typo"))
