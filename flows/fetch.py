@@ -215,8 +215,9 @@ def _map_fetch(
 ) -> list[tuple[Descriptor, list[Descriptor]]]:
     """Run ``fetch_descriptor`` over ``descriptors`` with at most ``concurrency`` in flight.
 
-    As in containerd's dispatch, the first permanent failure stops new submissions; fetches already
-    running finish, then every failure is raised together. Results keep the input order.
+    As in containerd's dispatch, the first failure (a task's, after its own retries of transient errors)
+    stops new submissions; fetches already running finish, then every failure is raised together.
+    Results keep the input order.
     """
     queue = deque(descriptors)
     running: dict[PrefectFuture, Descriptor] = {}
