@@ -242,3 +242,15 @@ def test_token_response_is_read_only_up_to_a_limit(seeded_registry: SeededRegist
         assert peak < 16 * 2**20
     finally:
         token_endpoint.stop()
+
+
+def test_foreign_url_refused_by_the_plain_http_rule_is_skipped(fault_proxy, seeded_registry, make_client) -> None:
+    """A layer's ``urls`` come from the manifest, not the user: one the plain-HTTP rule refuses is not a
+    source (and not an error); the registry serves the layer. (``[::ffff:127.0.0.1]`` counts as another
+    host, while staying on loopback.)"""
+    layer, content = biggest_layer(seeded_registry)
+    port = urlsplit(fault_proxy.redirect_url).port
+    plain = layer.model_copy(update={"urls": [f"http://[::ffff:127.0.0.1]:{port}/v2/test/single/blobs/{layer.digest}"]})
+    fetcher = make_client(allow_foreign_urls=True).fetcher(parse_reference(seeded_registry.reference(SINGLE)))
+    assert read_blob(fetcher, plain, limit=layer.size) == content
+    assert fault_proxy.recorded(server="redirect") == []

@@ -22,9 +22,9 @@ from urllib3.util.retry import Retry
 
 from .. import mediatypes
 from ..descriptor import Descriptor
-from ..errors import NotFound, PermanentError, SizeMismatch, TransientError
+from ..errors import ConfigError, NotFound, PermanentError, SizeMismatch, TransientError
 from .auth import repository_scope
-from .policy import origin_of
+from .policy import check_plain_http, origin_of
 from .reference import Reference
 
 if TYPE_CHECKING:
@@ -77,8 +77,14 @@ class RegistryFetcher:
         found: list[Source] = []
         if self.allow_foreign_urls:
             for url in descriptor.urls or []:
-                if urlsplit(url).scheme in ("http", "https"):
-                    found.append(Source(url, f"foreign URL {origin_of(url)} for {descriptor.digest}", False))
+                subject = f"foreign URL {origin_of(url)} for {descriptor.digest}"
+                try:
+                    check_plain_http(url, self.registry.config_for(urlsplit(url).netloc).insecure, what=subject)
+                except ConfigError as refused:
+                    # The manifest, not the user, chose this URL: a refused one is no source, not a failure.
+                    log.info("%s; skipped", refused)
+                    continue
+                found.append(Source(url, subject, False))
         kind = "manifests" if mediatypes.is_document(descriptor.media_type) else "blobs"
         for endpoint in self.registry.endpoints(self.ref):
             url = endpoint.url(f"/v2/{self.ref.repository}/{kind}/{descriptor.digest}")
