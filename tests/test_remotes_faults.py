@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from ocimirror.content import read_blob
 from ocimirror.devtools.faultproxy import Fault, FaultProxy, LoopbackHTTPServer
+from ocimirror.digest import digest_bytes
 from ocimirror.errors import ConfigError, SizeMismatch, TransientError, Unauthorized
 from ocimirror.remotes.config import Credentials, RegistryConfig
 from ocimirror.remotes.policy import make_retry
@@ -254,3 +255,40 @@ def test_foreign_url_refused_by_the_plain_http_rule_is_skipped(fault_proxy, seed
     fetcher = make_client(allow_foreign_urls=True).fetcher(parse_reference(seeded_registry.reference(SINGLE)))
     assert read_blob(fetcher, plain, limit=layer.size) == content
     assert fault_proxy.recorded(server="redirect") == []
+
+
+class _OddLengthHandler(BaseHTTPRequestHandler):
+    """A registry whose HEAD answers a ``Content-Length`` of a Unicode digit (``str.isdigit`` says yes,
+    ``int`` says no); GET sends the manifest as it is."""
+
+    protocol_version = "HTTP/1.1"
+    manifest = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}'
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        """Quiet."""
+
+    def _headers(self, length: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.oci.image.index.v1+json")
+        self.send_header("Docker-Content-Digest", digest_bytes(self.manifest))
+        self.send_header("Content-Length", length)
+        self.end_headers()
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._headers("\u00b2")
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._headers(str(len(self.manifest)))
+        self.wfile.write(self.manifest)
+
+
+def test_a_content_length_that_is_no_number_is_not_trusted(make_client) -> None:
+    server = LoopbackHTTPServer(_OddLengthHandler)
+    server.start("odd-length")
+    try:
+        host = server.url.removeprefix("http://")
+        resolved = make_client().resolve(parse_reference(f"{host}/odd/index:v1"))
+        assert resolved.digest == digest_bytes(_OddLengthHandler.manifest)
+        assert resolved.size == len(_OddLengthHandler.manifest)
+    finally:
+        server.stop()

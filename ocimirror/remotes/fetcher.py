@@ -24,7 +24,7 @@ from .. import mediatypes
 from ..descriptor import Descriptor
 from ..errors import ConfigError, NotFound, PermanentError, SizeMismatch, TransientError
 from .auth import repository_scope
-from .policy import check_plain_http, origin_of
+from .policy import check_plain_http, content_length, origin_of
 from .reference import Reference
 
 if TYPE_CHECKING:
@@ -164,8 +164,8 @@ class RegistryFetcher:
         except BaseException:
             response.close()
             raise
-        length = response.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > remaining:
+        length = content_length(response.headers)
+        if length is not None and length > remaining:
             response.close()
             raise SizeMismatch(
                 f"{source.subject}: the server announces {length} bytes, more than the declared "

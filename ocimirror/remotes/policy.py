@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import requests
@@ -89,6 +90,13 @@ def retry_after_seconds(response: requests.Response) -> float | None:
         return Retry(retry_after_max=10**9).parse_retry_after(value)
     except InvalidHeader:
         return None
+
+
+def content_length(headers: Mapping[str, str]) -> int | None:
+    """The ``Content-Length`` among response ``headers``, or ``None`` when absent or not plain ASCII digits
+    (``str.isdigit`` also accepts digits such as ``²`` that ``int`` refuses)."""
+    value = (headers.get("Content-Length") or "").strip()
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 def raise_for_status(response: requests.Response, subject: str) -> None:

@@ -38,7 +38,7 @@ from .auth import repository_scope
 from .config import RegistryConfig
 from .credentials import lookup_credentials
 from .fetcher import CHUNK_SIZE, RegistryFetcher
-from .policy import is_loopback_host, make_retry, origin_of, raise_for_status
+from .policy import content_length, is_loopback_host, make_retry, origin_of, raise_for_status
 from .reference import DOCKER_HUB, DOCKER_HUB_ALIASES, DOCKER_HUB_API_HOST, Reference
 from .transport import DEFAULT_TIMEOUT, HostTransport
 
@@ -284,8 +284,8 @@ def _descriptor_from_headers(headers: Mapping[str, str], ref: Reference, subject
     media_type = _media_type(headers.get("Content-Type"))
     if mediatypes.is_schema1(media_type):
         raise UnsupportedSchema1(f"{subject}: Docker schema 1 manifests ({media_type}) are not supported")
-    digest, length = headers.get("Docker-Content-Digest"), headers.get("Content-Length")
-    if not (digest and length and length.isdigit() and mediatypes.is_document(media_type)):
+    digest, length = headers.get("Docker-Content-Digest"), content_length(headers)
+    if not (digest and length is not None and mediatypes.is_document(media_type)):
         return None
     try:
         validate_digest(digest)
@@ -295,9 +295,9 @@ def _descriptor_from_headers(headers: Mapping[str, str], ref: Reference, subject
         if digest.partition(":")[0] == ref.digest.partition(":")[0]:
             raise DigestMismatch(f"{subject}: the registry reports digest {digest}")
         return None  # another algorithm: hash the body to compare
-    if int(length) > mediatypes.MAX_DOCUMENT_SIZE:
+    if length > mediatypes.MAX_DOCUMENT_SIZE:
         raise DocumentTooLarge(f"{subject}: {length} bytes exceeds the {mediatypes.MAX_DOCUMENT_SIZE} byte limit")
-    return Descriptor(media_type=media_type, digest=digest, size=int(length))
+    return Descriptor(media_type=media_type, digest=digest, size=length)
 
 
 def _descriptor_from_body(response: requests.Response, ref: Reference, subject: str) -> Descriptor:
