@@ -77,8 +77,8 @@ class _Handler(BaseHTTPRequestHandler):
                 tags = self.server.tags().get(name)
                 if tags is None:
                     return self._error(HTTPStatus.NOT_FOUND, "NAME_UNKNOWN", f"repository {name} not found")
-                limit = query.get("n")
-                listed = sorted(tags)[: int(limit[0])] if limit and limit[0].isdigit() else sorted(tags)
+                limit = query.get("n", [""])[0]
+                listed = sorted(tags)[: int(limit)] if limit.isascii() and limit.isdigit() else sorted(tags)
                 return self._json({"name": match["name"], "tags": listed}, body)
             if match := _ROUTE.match(path):
                 if match["kind"] == "manifests":

@@ -224,7 +224,9 @@ class _EndlessTokenHandler(BaseHTTPRequestHandler):
 
 
 @pytest.mark.registry
-def test_token_response_is_read_only_up_to_a_limit(seeded_registry: SeededRegistry, make_fault_proxy, make_client) -> None:
+def test_token_response_is_read_only_up_to_a_limit(
+    seeded_registry: SeededRegistry, make_fault_proxy, make_client
+) -> None:
     """The realm is whatever the registry names; its answer must not be read whole into memory."""
     token_endpoint = LoopbackHTTPServer(_EndlessTokenHandler)
     token_endpoint.start("endless-token")
@@ -251,7 +253,8 @@ def test_foreign_url_refused_by_the_plain_http_rule_is_skipped(fault_proxy, seed
     host, while staying on loopback.)"""
     layer, content = biggest_layer(seeded_registry)
     port = urlsplit(fault_proxy.redirect_url).port
-    plain = layer.model_copy(update={"urls": [f"http://[::ffff:127.0.0.1]:{port}/v2/test/single/blobs/{layer.digest}"]})
+    url = f"http://[::ffff:127.0.0.1]:{port}/v2/test/single/blobs/{layer.digest}"
+    plain = layer.model_copy(update={"urls": [url]})
     fetcher = make_client(allow_foreign_urls=True).fetcher(parse_reference(seeded_registry.reference(SINGLE)))
     assert read_blob(fetcher, plain, limit=layer.size) == content
     assert fault_proxy.recorded(server="redirect") == []

@@ -100,3 +100,9 @@ def test_only_manifests_are_served_from_manifests(served) -> None:
     config = requests.get(f"{base}/{json.loads(served_manifest.content)['config']['digest']}", timeout=5)
     assert config.status_code == 404
     assert config.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+
+
+def test_a_tag_list_limit_that_is_no_number_is_ignored(served) -> None:
+    server, _ = served
+    listed = requests.get(f"{server.url}/v2/test/multiarch/tags/list?n=%C2%B2", timeout=5)  # n=²
+    assert listed.status_code == 200 and listed.json()["tags"] == ["v1"]
