@@ -14,8 +14,9 @@ and the Prefect server are gone when the script exits.
 
 The phases run in an order that keeps their costs apart: skopeo and the core pull first (no Prefect
 imported), then the flows in this process (the first flow pays for the server start and a new database,
-reported on its own row), and the CLI last, in subprocesses that find the database already created, as a
-user's second command would. Numbers are single runs, so compare orders of magnitude, not percent.
+reported on its own row), then the CLI in subprocesses: first against that running server
+(``PREFECT_API_URL``), then, once it is stopped, each starting its own ephemeral server on the database
+already created, as a user's second command would. Numbers are single runs: compare ratios, not percent.
 """
 
 from __future__ import annotations
@@ -334,20 +335,24 @@ def settled_task_runs(flow_run_id: Any) -> int:
     return current
 
 
-def stop_prefect_server() -> None:
-    """Stop this process's ephemeral Prefect server now, so the CLI phase has the machine (and the
-    database) to itself. Prefect would otherwise stop it only at interpreter exit."""
+def ephemeral_server() -> Any:
+    """The ephemeral Prefect server of this process (``SubprocessASGIServer`` keeps one per process): the
+    first flow started it; its ``api_url`` lets the CLI runs use it; ``stop()`` ends it before Prefect's
+    own exit hook would, so the last CLI runs have the machine and the database to themselves."""
     from prefect.server.api.server import SubprocessASGIServer
 
-    SubprocessASGIServer().stop()
+    return SubprocessASGIServer()
 
 
-def bench_cli(image: PushedImage, scratch: Path) -> Row:
-    """``python -m ocimirror_cli pull REF --to DIR`` in a subprocess: interpreter, imports, server, flow."""
+def bench_cli(image: PushedImage, scratch: Path, api_url: str | None = None) -> Row:
+    """``python -m ocimirror_cli pull REF --to DIR`` in a subprocess: interpreter, imports, flow, and (without
+    ``api_url``) the start of its own ephemeral Prefect server; with ``api_url``, against a running one."""
+    env = dict(os.environ) | ({"PREFECT_API_URL": api_url} if api_url else {})
     with fresh_dir(scratch, "cli") as dest:
         argv = [sys.executable, "-m", "ocimirror_cli", "pull", image.reference, "--to", str(dest), "--json"]
-        seconds, rss = run_process(argv, env=dict(os.environ), cwd=REPO_ROOT)
-    return Row(image.workload.name, "CLI pull, cold (process)", seconds, rss, image.size)
+        seconds, rss = run_process(argv, env=env, cwd=REPO_ROOT)
+    label = "CLI pull, cold, running server" if api_url else "CLI pull, cold, ephemeral server"
+    return Row(image.workload.name, label, seconds, rss, image.size)
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -401,9 +406,11 @@ def run(selected: Sequence[Workload], scratch: Path) -> list[Row]:
             rows += bench_prefect_start()
             for image in images:
                 rows += bench_flows(image, scratch)
+            say("flows done; CLI runs")
+            api_url = ephemeral_server().api_url
+            rows += [bench_cli(image, scratch, api_url) for image in images]
         finally:
-            stop_prefect_server()
-        say("flows done; CLI runs")
+            ephemeral_server().stop()
         rows += [bench_cli(image, scratch) for image in images]
     order = {name: n for n, name in enumerate(["-", *(workload.name for workload in selected)])}
     return sorted(rows, key=lambda row: order[row.workload])  # stable: contenders keep their phase order
