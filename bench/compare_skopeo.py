@@ -218,6 +218,22 @@ def _expect(what: str, actual: str, expected: str) -> None:
         raise RuntimeError(f"{what}: got {actual}, expected {expected}")
 
 
+def median_runs(repeat: int, bench: Callable[[], list[Row]]) -> list[Row]:
+    """Run ``bench`` ``repeat`` times; of each row position keep the run with the median wall time.
+
+    A whole run is kept (not a median per column) so its RSS, task runs and note stay consistent. One
+    sequence is repeated as a unit, since its rows may depend on each other (cold, then warm).
+    """
+    runs = [bench() for _ in range(repeat)]
+    kept = []
+    for position in zip(*runs, strict=True):
+        median = sorted(position, key=lambda row: row.seconds)[(len(position) - 1) // 2]
+        if repeat > 1:
+            median.note = f"{median.note}; median of {repeat}" if median.note else f"median of {repeat}"
+        kept.append(median)
+    return kept
+
+
 # -------------------------------------------------------------------------------------------- contenders
 
 
@@ -391,8 +407,12 @@ def isolate_prefect(home: Path) -> None:
     }
 
 
-def run(selected: Sequence[Workload], scratch: Path) -> list[Row]:
-    """Push ``selected`` to a fresh loopback registry and measure every contender on each, phase by phase."""
+def run(selected: Sequence[Workload], scratch: Path, repeat: int) -> list[Row]:
+    """Push ``selected`` to a fresh loopback registry and measure every contender on each, phase by phase.
+
+    Copies and flows are repeated ``repeat`` times (median kept); CLI runs once each, since their ~10 s of
+    start-up would dominate the run time and they vary less in relative terms.
+    """
     rows: list[Row] = []
     with LocalRegistry() as registry:
         say(f"registry {registry.url}; load average {os.getloadavg()[0]:.2f}")
@@ -400,12 +420,12 @@ def run(selected: Sequence[Workload], scratch: Path) -> list[Row]:
         for image in images:
             say(f"pushed {image.reference}: {image.blobs} blobs, {image.size / 1e6:.1f} MB")
         for image in images:
-            rows += [bench_skopeo(image, scratch), bench_core_pull(image, scratch)]
+            rows += median_runs(repeat, lambda: [bench_skopeo(image, scratch), bench_core_pull(image, scratch)])
         say("skopeo and core pull done; starting Prefect")
         try:
             rows += bench_prefect_start()
             for image in images:
-                rows += bench_flows(image, scratch)
+                rows += median_runs(repeat, lambda: bench_flows(image, scratch))
             say("flows done; CLI runs")
             api_url = ephemeral_server().api_url
             rows += [bench_cli(image, scratch, api_url) for image in images]
@@ -423,14 +443,17 @@ def say(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small workloads (a smoke run, about two minutes)")
+    parser.add_argument("--quick", action="store_true", help="small workloads, one run each (a smoke run)")
+    parser.add_argument("--repeat", type=int, help="runs per copy and flow measurement; the median is shown")
     args = parser.parse_args(argv)
+    if args.repeat is not None and args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     if "prefect" in sys.modules:
         raise RuntimeError("Prefect was imported before its settings could be isolated")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ocimirror-bench-") as tmp:
         isolate_prefect(Path(tmp) / "prefect-home")
-        rows = run(workloads(args.quick), Path(tmp))
+        rows = run(workloads(args.quick), Path(tmp), args.repeat or (1 if args.quick else 3))
     print(render(rows))
     say(f"total {time.perf_counter() - started:.0f} s; load average {os.getloadavg()[0]:.2f}")
     return 0

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from bench.compare_skopeo import Row, measure, render, run_process
+from bench.compare_skopeo import Row, measure, median_runs, render, run_process
 
 MIB = 1024 * 1024
 
@@ -54,3 +54,17 @@ def test_table_shows_rates_only_for_copies() -> None:
     assert header.count("|") == rule.count("|") == lines[0].count("|") == 8
     assert lines[0] == "| big | skopeo copy | 2.00 | 50 | 50 | - |  |"
     assert lines[1] == "| big | mirror_sync, no-op | 0.50 | - | 200 | 0 | up-to-date |"
+
+
+def test_median_keeps_whole_runs_position_by_position() -> None:
+    seconds = iter([(3.0, 9.0), (1.0, 7.0), (2.0, 8.0)])
+
+    def bench() -> list[Row]:
+        cold, warm = next(seconds)
+        return [Row("w", "cold", cold, int(cold), note="fetched"), Row("w", "warm", warm, int(warm))]
+
+    cold, warm = median_runs(3, bench)
+
+    assert (cold.contender, cold.seconds, cold.peak_rss_kib) == ("cold", 2.0, 2)
+    assert (warm.contender, warm.seconds, warm.peak_rss_kib) == ("warm", 8.0, 8)
+    assert cold.note == "fetched; median of 3" and warm.note == "median of 3"
