@@ -53,6 +53,8 @@ from ocimirror.devtools.registry import LocalRegistry  # noqa: E402
 T = TypeVar("T")
 MIB = 1024 * 1024
 KIB = 1024
+#: GNU time (Debian package ``time``): measures a command's peak RSS without this process's memory.
+GNU_TIME = "/usr/bin/time"
 #: Fetches in flight for every ocimirror contender (skopeo's own default is 6 parallel layer copies).
 CONCURRENCY = 8
 #: How long to wait for the Prefect server to record task runs it learns of through events.
@@ -185,20 +187,26 @@ def run_process(
 ) -> tuple[float, int]:
     """Run a command to completion: wall seconds and peak RSS (KiB) of it or any descendant it waited for.
 
-    ``os.wait4`` gives the child's own resource usage, unlike ``RUSAGE_CHILDREN``, which mixes in every
-    earlier child. Output goes to temporary files (no pipe to drain); a failure raises with stderr's end.
+    The command runs under GNU ``time``: a child's ``ru_maxrss`` also counts the memory it had before
+    ``exec``, which for a child of this (large) Python process is this process's resident set, so
+    measuring a child of ``time`` (a few hundred KiB) is the honest way. Output goes to temporary files
+    (no pipe to drain); a failure raises with the end of stderr.
     """
-    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
-        started = time.perf_counter()
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env, cwd=cwd)
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode != 0:
-            stderr.seek(0)
-            tail = stderr.read().decode(errors="replace")[-2000:]
-            raise RuntimeError(f"{' '.join(argv)} exited {process.returncode}:\n{tail}")
-    return seconds, usage.ru_maxrss
+    if not Path(GNU_TIME).exists():
+        raise RuntimeError(f"{GNU_TIME} not found: install the Debian 'time' package")
+    with tempfile.TemporaryDirectory() as tmp:
+        rss_file, stdout_file, stderr_file = (Path(tmp) / name for name in ("rss", "stdout", "stderr"))
+        with stdout_file.open("wb") as stdout, stderr_file.open("wb") as stderr:
+            started = time.perf_counter()
+            completed = subprocess.run(
+                [GNU_TIME, "--format=%M", f"--output={rss_file}", *argv],
+                stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=env, cwd=cwd, check=False,
+            )  # fmt: skip
+            seconds = time.perf_counter() - started
+        if completed.returncode != 0:
+            tail = stderr_file.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{' '.join(argv)} exited {completed.returncode}:\n{tail}")
+        return seconds, int(rss_file.read_text().split()[-1])
 
 
 @contextmanager
@@ -324,16 +332,17 @@ def bench_flows(image: PushedImage, scratch: Path) -> list[Row]:
     return rows
 
 
-def settled_task_runs(flow_run_id: Any) -> int:
-    """The task runs the server has recorded for ``flow_run_id``, once that number stops changing.
+def settled_task_runs(flow_run_id: Any = None) -> int:
+    """The task runs the server has recorded for ``flow_run_id`` (all, without one), once that number
+    stops changing.
 
     The server learns of task runs from events, shortly after they ran. Waiting here also lets the next
-    measurement start on a server that is not still busy with this run's events.
+    measurement start (or the server stop) once it is no longer busy with this run's events.
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    only_this_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    only_this_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])) if flow_run_id else None
 
     def count(client: Any) -> int:
         total, offset, page = 0, 0, 200  # the API's largest page
@@ -429,6 +438,7 @@ def run(selected: Sequence[Workload], scratch: Path, repeat: int) -> list[Row]:
             say("flows done; CLI runs")
             api_url = ephemeral_server().api_url
             rows += [bench_cli(image, scratch, api_url) for image in images]
+            settled_task_runs()  # stopping the server while it records the CLI's runs logs tracebacks
         finally:
             ephemeral_server().stop()
         rows += [bench_cli(image, scratch) for image in images]

@@ -40,6 +40,16 @@ def test_run_process_reports_the_childs_own_peak() -> None:
     assert small < 100 * 1024  # not the earlier child's peak, as RUSAGE_CHILDREN would report
 
 
+def test_run_process_does_not_charge_the_parents_memory_to_the_child() -> None:
+    held = bytearray(300 * MIB)  # a child forked (or vforked) from here starts out sharing all of this
+    held[:: 4096] = b"\x01" * len(held[:: 4096])
+
+    _, peak = run_process([sys.executable, "-c", "pass"])
+
+    assert peak < 100 * 1024
+    del held
+
+
 def test_run_process_failure_names_the_command_and_its_stderr() -> None:
     with pytest.raises(RuntimeError, match=r"exited 3:\n.*no such image"):
         run_process([sys.executable, "-c", "import sys; sys.stderr.write('no such image'); sys.exit(3)"])
