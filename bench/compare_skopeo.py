@@ -158,6 +158,7 @@ class Row:
 
     @property
     def mb_per_second(self) -> float | None:
+        """Decimal megabytes copied per wall second, as registries and ``human_size`` count them."""
         return self.size / 1e6 / self.seconds if self.size and self.seconds > 0 else None
 
 
@@ -189,7 +190,7 @@ def run_process(
 
     The command runs under GNU ``time``: a child's ``ru_maxrss`` also counts the memory it had before
     ``exec``, which for a child of this (large) Python process is this process's resident set, so
-    measuring a child of ``time`` (a few hundred KiB) is the honest way. Output goes to temporary files
+    measuring a child of ``time`` (about a MiB) is the honest way. Output goes to temporary files
     (no pipe to drain); a failure raises with the end of stderr.
     """
     if not Path(GNU_TIME).exists():
