@@ -83,6 +83,22 @@ def _quiet_prefect() -> None:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no phoning home from a mirror tool
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # A first start on a new database can take over Prefect's default 20 s on a small machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+@contextmanager
+def _flow_run_settings() -> Iterator[None]:
+    """No flow-run heartbeats on the CLI's own ephemeral server: nobody watches that server once the
+    command exits, and each run would wait ~1 s for the heartbeat thread. With a real server configured,
+    heartbeats stay on, so a CLI run that is killed is marked crashed there."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
+
+    if get_current_settings().api.url:
+        yield
+        return
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
 
 
 @contextmanager
@@ -143,7 +159,7 @@ def pull(
     from flows.fetch import fetch_image
 
     results: list[dict[str, Any]] = []
-    with _progress_display(console.is_terminal and not as_json):
+    with _flow_run_settings(), _progress_display(console.is_terminal and not as_json):
         for reference in references:
             state = fetch_image(
                 reference=reference,
@@ -187,7 +203,7 @@ def sync(
         parsed = load_config(config)
     except ConfigError as error:
         raise _fail(str(error), EXIT_USAGE) from None
-    with _progress_display(console.is_terminal and not as_json):
+    with _flow_run_settings(), _progress_display(console.is_terminal and not as_json):
         state = mirror_sync(config=parsed, dry_run=dry_run, return_state=True)
     result = state.result(raise_on_failure=False)
     if not isinstance(result, SyncResult):  # the flow itself crashed; no per-image result to show
@@ -300,7 +316,8 @@ def demo(
 
     from .demo import run_demo
 
-    ok = run_demo(Path(store).resolve(), print)
+    with _flow_run_settings():
+        ok = run_demo(Path(store).resolve(), print)
     raise typer.Exit(0 if ok else EXIT_FAILED)
 
 
