@@ -289,7 +289,7 @@ def serve(
     from ocimirror.serve import RegistryServer
 
     host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not (port.isascii() and port.isdigit()):
         raise _fail(f"--listen {listen!r}: expected HOST:PORT", EXIT_USAGE)
     try:
         layout = _open(store, storage_option)

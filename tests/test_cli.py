@@ -54,6 +54,7 @@ def test_pull_of_a_missing_image_exits_1_and_still_pulls_the_rest(seeded_registr
         (["pull", "UPPER/Case:tag", "--to", "x"], "repository"),
         (["pull", "alpine", "--to", "x", "--platform", "linux/"], "invalid platform"),
         (["pull", "alpine", "--to", "x", "--storage-option", "novalue"], "KEY=VALUE"),
+        (["serve", "x", "--listen", "127.0.0.1:\u00b2"], "expected HOST:PORT"),  # '²'.isdigit() is True
     ],
 )
 def test_bad_input_exits_2_with_a_clear_message(args: list[str], message: str) -> None:
