@@ -19,13 +19,13 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from .digest import Digest
-from .errors import ConfigError
+from .errors import ConfigError, validation_problems
 from .platforms import format_platform, parse_platform
 from .remotes.config import Credentials, RegistryConfig, normalise_endpoint
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)  # inputs may be secrets
 
 
 class SecretRef(_Strict):
@@ -124,6 +124,14 @@ class StoreSettings(_Strict):
         default_factory=dict, description="Storage options whose values are secrets, by reference."
     )
 
+    @field_validator("url")
+    @classmethod
+    def _no_credentials_in_url(cls, url: str) -> str:
+        """The URL is a flow parameter, shown in the UI and stored by Prefect: it must hold no secret."""
+        if "://" in url and "@" in url.split("://", 1)[1].split("/", 1)[0]:
+            raise ValueError("the store URL must not contain credentials; use secret_options")
+        return url
+
     def storage_options(self, read_secret: SecretReader) -> dict[str, Any]:
         """fsspec storage options with secret values read; never log the result."""
         return {**self.options, **{key: read_secret(ref) for key, ref in self.secret_options.items()}}
@@ -214,8 +222,5 @@ def parse_config(data: object, source: str = "config") -> MirrorConfig:
     try:
         return MirrorConfig.model_validate(data)
     except ValidationError as error:
-        problems = "\n".join(
-            f"  {'.'.join(str(part) for part in item['loc']) or '(top level)'}: {item['msg']}"
-            for item in error.errors()
-        )
+        problems = "\n".join(f"  {problem}" for problem in validation_problems(error))
         raise ConfigError(f"{source} is invalid:\n{problems}") from None

@@ -7,6 +7,8 @@ registry client both decide on that split alone, so every error raised by the co
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class OcimirrorError(Exception):
     """Base of every error ocimirror raises on purpose."""
@@ -97,3 +99,12 @@ def is_transient(error: BaseException) -> bool:
         return False
     return isinstance(error, (OSError, TimeoutError, ConnectionError))
 
+
+
+def validation_problems(error: ValidationError, limit: int | None = None) -> list[str]:
+    """``location: message`` for each problem pydantic found, so every caller reports untrusted documents
+    and configs in the same words (``layers.0.digest: Value error, invalid digest ...``)."""
+    return [
+        f"{'.'.join(str(part) for part in item['loc']) or '(top level)'}: {item['msg']}"
+        for item in error.errors()[:limit]
+    ]

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import mediatypes
 from .descriptor import Descriptor
-from .errors import DocumentTooLarge, InvalidManifest, UnsupportedSchema1
+from .errors import DocumentTooLarge, InvalidManifest, UnsupportedSchema1, validation_problems
 
 
 class _Document(BaseModel):
@@ -79,9 +79,7 @@ def parse_document(media_type: str, content: bytes) -> Manifest | Index:
     try:
         return model.model_validate(body)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in item['loc']) or '(root)'}: {item['msg']}" for item in error.errors()[:5]
-        )
+        problems = "; ".join(validation_problems(error, 5))
         raise InvalidManifest(f"invalid {media_type}: {problems}") from None
 
 

@@ -234,7 +234,7 @@ def list_store(
 
     try:
         images = list_images(_open(store, storage_option))
-    except OcimirrorError as error:
+    except (OcimirrorError, OSError) as error:  # OSError: the filesystem refused (e.g. S3 403)
         raise _fail(str(error), EXIT_FAILED) from None
     if as_json:
         print(json.dumps([image.model_dump() for image in images], indent=2))
@@ -260,7 +260,7 @@ def verify(
 
     try:
         report = verify_store(_open(store, storage_option))
-    except OcimirrorError as error:
+    except (OcimirrorError, OSError) as error:  # OSError: the filesystem refused (e.g. S3 403)
         raise _fail(str(error), EXIT_FAILED) from None
     if as_json:
         print(report.model_dump_json(indent=2))
@@ -294,7 +294,7 @@ def serve(
     try:
         layout = _open(store, storage_option)
         layout.check_layout()
-    except OcimirrorError as error:
+    except (OcimirrorError, OSError) as error:  # OSError: the filesystem refused (e.g. S3 403)
         raise _fail(str(error), EXIT_FAILED) from None
     server = RegistryServer(layout, (host.strip("[]") or "127.0.0.1", int(port)))
     console.print(f"serving {layout} at {server.url} (Ctrl-C to stop)", highlight=False)

@@ -8,6 +8,7 @@ are built here once per process and settings. Secrets are read here, never passe
 from __future__ import annotations
 
 import json
+import threading
 from functools import lru_cache
 
 from prefect.blocks.system import Secret
@@ -29,6 +30,10 @@ def read_secret(ref: SecretRef) -> str:
     return str(value)
 
 
+#: Tasks start in parallel threads: one lock so the first calls build one shared object, not one each.
+_building = threading.Lock()
+
+
 @lru_cache(maxsize=32)
 def _registry(registries_json: str, max_connections: int) -> Registry:
     registries = {host: RegistrySettings.model_validate(settings) for host, settings in json.loads(registries_json).items()}
@@ -41,7 +46,8 @@ def _registry(registries_json: str, max_connections: int) -> Registry:
 def registry_client(registries: dict[str, RegistrySettings], max_connections: int) -> Registry:
     """The shared registry client for these settings, with connection pools of ``max_connections``."""
     key = json.dumps({host: settings.model_dump(mode="json") for host, settings in registries.items()}, sort_keys=True)
-    return _registry(key, max_connections)
+    with _building:
+        return _registry(key, max_connections)
 
 
 @lru_cache(maxsize=32)
@@ -52,5 +58,6 @@ def _store(settings_json: str) -> LayoutStore:
 
 def target_store(settings: StoreSettings) -> LayoutStore:
     """The shared store object for these settings."""
-    return _store(settings.model_dump_json())
+    with _building:
+        return _store(settings.model_dump_json())
 

@@ -114,3 +114,10 @@ def test_sample_configs_are_valid() -> None:
     assert samples
     for sample in samples:
         load_config(sample)
+
+
+def test_a_store_url_with_credentials_is_refused_without_repeating_them() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"store": {"url": "s3://AKIDEXAMPLE:wJalrXUtnFEMI@bucket/oci"}, "images": [{"source": "a"}]})
+    assert "store.url" in str(caught.value) and "credentials" in str(caught.value)
+    assert "wJalrXUtnFEMI" not in str(caught.value)

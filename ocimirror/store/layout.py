@@ -20,7 +20,7 @@ from .. import mediatypes
 from ..content import Status, Writer
 from ..descriptor import Descriptor
 from ..digest import ALGORITHMS, blob_path
-from ..errors import InvalidManifest, InvalidReference, NotFound, StoreError
+from ..errors import InvalidManifest, InvalidReference, NotFound, StoreError, validation_problems
 from ..manifest import Index, encode_document
 from .backend import Backend
 from .files import LOCAL_CHUNK_SIZE, file_size, read_range
@@ -42,9 +42,7 @@ def redact_url(url: str) -> str:
 
 
 def _summarise(error: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(part) for part in item['loc']) or '(root)'}: {item['msg']}" for item in error.errors()[:3]
-    )
+    return "; ".join(validation_problems(error, 3))
 
 
 def decode_index(content: bytes | None, where: str) -> Index:
