@@ -12,9 +12,9 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 import yaml
@@ -35,6 +35,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
+T = TypeVar("T")
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
@@ -223,6 +224,14 @@ def _open(store: str, storage_option: list[str] | None):
     return open_store(store, _storage_options(storage_option))
 
 
+def _inspect(store: str, storage_option: list[str] | None, action: Callable[[Any], T]) -> T:
+    """Run a read-only core function on STORE; a broken store or a refusing filesystem is exit 1."""
+    try:
+        return action(_open(store, storage_option))
+    except (OcimirrorError, OSError) as error:  # OSError: the filesystem refused (e.g. S3 403)
+        raise _fail(str(error), EXIT_FAILED) from None
+
+
 @app.command("ls")
 def list_store(
     store: Annotated[str, typer.Argument(metavar="STORE")],
@@ -232,10 +241,7 @@ def list_store(
     """List the images in STORE: reference, digest, platforms, size."""
     from ocimirror.verify import list_images
 
-    try:
-        images = list_images(_open(store, storage_option))
-    except (OcimirrorError, OSError) as error:  # OSError: the filesystem refused (e.g. S3 403)
-        raise _fail(str(error), EXIT_FAILED) from None
+    images = _inspect(store, storage_option, list_images)
     if as_json:
         print(json.dumps([image.model_dump() for image in images], indent=2))
         return
@@ -258,10 +264,7 @@ def verify(
     """Re-hash every blob in STORE and check every tagged image is complete; exit 1 on any fault."""
     from ocimirror.verify import verify_store
 
-    try:
-        report = verify_store(_open(store, storage_option))
-    except (OcimirrorError, OSError) as error:  # OSError: the filesystem refused (e.g. S3 403)
-        raise _fail(str(error), EXIT_FAILED) from None
+    report = _inspect(store, storage_option, verify_store)
     if as_json:
         print(report.model_dump_json(indent=2))
     else:

@@ -13,7 +13,7 @@ from fsspec.core import url_to_fs
 
 from ..errors import StoreError
 from .backend import Backend
-from .files import LOCAL_CHUNK_SIZE, REMOTE_CHUNK_SIZE
+from .files import LOCAL_CHUNK_SIZE, REMOTE_CHUNK_SIZE, protocols
 from .layout import LayoutStore, redact_url
 from .local import LocalBackend
 from .memory import MemoryBackend
@@ -23,23 +23,19 @@ __all__ = ["Backend", "LayoutStore", "backend_for", "open_store"]
 _OBJECT_STORE_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs"})
 
 
-def _protocols(fs: AbstractFileSystem) -> frozenset[str]:
-    return frozenset([fs.protocol] if isinstance(fs.protocol, str) else fs.protocol)
-
-
 def backend_for(fs: AbstractFileSystem, root: str) -> Backend:
     """The backend that keeps the store rules on ``fs`` (chosen by its protocol)."""
-    protocols = _protocols(fs)
-    if "file" in protocols:
+    names = protocols(fs)
+    if "file" in names:
         return LocalBackend(fs, root)
-    if "memory" in protocols:
+    if "memory" in names:
         return MemoryBackend(fs, root)
-    if protocols & _OBJECT_STORE_PROTOCOLS:
+    if names & _OBJECT_STORE_PROTOCOLS:
         from .objectstore import backend_for_object_store
 
         return backend_for_object_store(fs, root)
     raise StoreError(
-        f"unsupported store filesystem {'/'.join(sorted(protocols))}: use a local path, file://, memory://, s3:// or gs://"
+        f"unsupported store filesystem {'/'.join(sorted(names))}: use a local path, file://, memory://, s3:// or gs://"
     )
 
 
@@ -55,6 +51,6 @@ def open_store(url: str, storage_options: dict[str, Any] | None = None) -> Layou
         fs, root = url_to_fs(url, **(storage_options or {}))
     except (ValueError, ImportError) as error:
         raise StoreError(f"cannot open store {redact_url(url)}: {error}") from None
-    protocols = _protocols(fs)
-    chunk_size = LOCAL_CHUNK_SIZE if protocols & {"file", "memory"} else REMOTE_CHUNK_SIZE
+    names = protocols(fs)
+    chunk_size = LOCAL_CHUNK_SIZE if names & {"file", "memory"} else REMOTE_CHUNK_SIZE
     return LayoutStore(backend_for(fs, root), url, chunk_size)

@@ -16,6 +16,11 @@ LOCAL_CHUNK_SIZE = 1024 * 1024
 REMOTE_CHUNK_SIZE = 8 * 1024 * 1024
 
 
+def protocols(fs: AbstractFileSystem) -> frozenset[str]:
+    """Every name ``fs`` answers to (``("s3", "s3a")``): backends are chosen by these."""
+    return frozenset([fs.protocol] if isinstance(fs.protocol, str) else fs.protocol)
+
+
 def file_size(fs: AbstractFileSystem, path: str) -> int | None:
     """The size of the regular file at ``path``, or ``None`` if there is none (one stat)."""
     try:

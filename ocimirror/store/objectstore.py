@@ -33,6 +33,7 @@ from ..descriptor import Descriptor
 from ..digest import Verifier, blob_path
 from ..errors import AlreadyExists, StoreError, TransientError
 from .backend import Backend, Mutation
+from .files import protocols
 
 #: Bytes buffered before a part is uploaded. S3 needs at least 5 MiB per part but the last; GCS needs
 #: multiples of 256 KiB; 8 MiB satisfies both and keeps ~1250 parts under S3's 10 000 for a 10 GB layer.
@@ -47,12 +48,12 @@ UPDATE_BACKOFF_MAX = 1.0
 def backend_for_object_store(fs: AbstractFileSystem, root: str) -> Backend:
     """The backend for a store at ``root`` (``bucket/prefix``, with or without protocol) on an S3 or GCS
     filesystem."""
-    protocols = set((fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol)
-    if protocols & {"s3", "s3a"}:
+    names = protocols(fs)
+    if names & {"s3", "s3a"}:
         return S3Backend(fs, root)
-    if protocols & {"gs", "gcs"}:
+    if names & {"gs", "gcs"}:
         return GCSBackend(fs, root)
-    raise StoreError(f"no object store backend for filesystem protocol {sorted(protocols)}")
+    raise StoreError(f"no object store backend for filesystem protocol {sorted(names)}")
 
 
 class VersionConflict(Exception):
