@@ -430,12 +430,14 @@ def run(selected: Sequence[Workload], scratch: Path, repeat: int) -> list[Row]:
         for image in images:
             say(f"pushed {image.reference}: {image.blobs} blobs, {image.size / 1e6:.1f} MB")
         for image in images:
-            rows += median_runs(repeat, lambda: [bench_skopeo(image, scratch), bench_core_pull(image, scratch)])
+            rows += median_runs(
+                repeat, lambda image=image: [bench_skopeo(image, scratch), bench_core_pull(image, scratch)]
+            )
         say("skopeo and core pull done; starting Prefect")
         try:
             rows += bench_prefect_start()
             for image in images:
-                rows += median_runs(repeat, lambda: bench_flows(image, scratch))
+                rows += median_runs(repeat, lambda image=image: bench_flows(image, scratch))
             say("flows done; CLI runs")
             api_url = ephemeral_server().api_url
             rows += [bench_cli(image, scratch, api_url) for image in images]

@@ -42,7 +42,7 @@ def test_run_process_reports_the_childs_own_peak() -> None:
 
 def test_run_process_does_not_charge_the_parents_memory_to_the_child() -> None:
     held = bytearray(300 * MIB)  # a child forked (or vforked) from here starts out sharing all of this
-    held[:: 4096] = b"\x01" * len(held[:: 4096])
+    held[::4096] = b"\x01" * len(held[::4096])
 
     _, peak = run_process([sys.executable, "-c", "pass"])
 

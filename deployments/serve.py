@@ -15,12 +15,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from prefect import serve  # noqa: E402
-from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy  # noqa: E402
+from prefect import serve
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
-from flows.fetch import fetch_image  # noqa: E402
-from flows.mirror import mirror_sync  # noqa: E402
-from ocimirror.config import load_config  # noqa: E402
+from flows.fetch import fetch_image
+from flows.mirror import mirror_sync
+from ocimirror.config import load_config
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "dockerhub-base.yaml"
 

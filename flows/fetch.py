@@ -25,8 +25,8 @@ from ocimirror import progress
 from ocimirror.config import RegistrySettings, StoreSettings
 from ocimirror.descriptor import Descriptor
 from ocimirror.errors import OcimirrorError
-from ocimirror.remotes.reference import parse_reference
 from ocimirror.pull import recorded_name
+from ocimirror.remotes.reference import parse_reference
 from ocimirror.report import FetchResult, TreeRow, describe, human_size
 from ocimirror.selection import PlatformSelection
 from tasks.clients import target_store
@@ -226,9 +226,9 @@ def _map_fetch(
     while queue or running:
         while queue and len(running) < concurrency and not failures:
             descriptor = queue.popleft()
-            running[
-                fetch_descriptor.submit(descriptor, reference, store, registries, selection, concurrency)
-            ] = descriptor
+            running[fetch_descriptor.submit(descriptor, reference, store, registries, selection, concurrency)] = (
+                descriptor
+            )
         if not running:
             break
         future = next(as_completed(list(running)))

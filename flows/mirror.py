@@ -17,6 +17,7 @@ from typing import TypeVar
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Completed, Failed, State
+from pydantic import Field
 
 from ocimirror.config import ImageSpec, MirrorConfig, load_config, parse_config
 from ocimirror.descriptor import Descriptor
@@ -36,7 +37,7 @@ T = TypeVar("T")
 class PlannedImage(ImageOutcome):
     """An image of the plan with what is needed to fetch it."""
 
-    platforms: list[str] = []
+    platforms: list[str] = Field(default_factory=list)
     all_metadata: bool = False
 
 

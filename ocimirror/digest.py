@@ -81,9 +81,7 @@ class Verifier:
     def update(self, chunk: bytes) -> None:
         """Account for ``chunk``; raise ``SizeMismatch`` as soon as the content exceeds the declared size."""
         if self.offset + len(chunk) > self.expected_size:
-            raise SizeMismatch(
-                f"{self.expected_digest}: content is longer than the declared size {self.expected_size}"
-            )
+            raise SizeMismatch(f"{self.expected_digest}: content is longer than the declared size {self.expected_size}")
         self._hash.update(chunk)
         self.offset += len(chunk)
 

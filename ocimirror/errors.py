@@ -100,7 +100,6 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, (OSError, TimeoutError, ConnectionError))
 
 
-
 def validation_problems(error: ValidationError, limit: int | None = None) -> list[str]:
     """``location: message`` for each problem pydantic found, so every caller reports untrusted documents
     and configs in the same words (``layers.0.digest: Value error, invalid digest ...``)."""

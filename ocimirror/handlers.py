@@ -17,7 +17,7 @@ from . import mediatypes
 from .content import Fetcher, Ingester, copy_content, read_document
 from .descriptor import Descriptor
 from .errors import NotFound, UnsupportedSchema1
-from .platforms import Matcher, MatchComparer
+from .platforms import MatchComparer, Matcher
 
 log = logging.getLogger(__name__)
 

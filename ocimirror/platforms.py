@@ -18,8 +18,23 @@ from .errors import InvalidPlatform
 DEFAULT_OS = "linux"
 
 _OS_NAMES = frozenset(
-    {"aix", "android", "darwin", "dragonfly", "freebsd", "illumos", "ios", "js", "linux", "netbsd", "openbsd",
-     "plan9", "solaris", "wasip1", "windows"}
+    {
+        "aix",
+        "android",
+        "darwin",
+        "dragonfly",
+        "freebsd",
+        "illumos",
+        "ios",
+        "js",
+        "linux",
+        "netbsd",
+        "openbsd",
+        "plan9",
+        "solaris",
+        "wasip1",
+        "windows",
+    }
 )
 _COMPONENT = re.compile(r"^[A-Za-z0-9_-]+$")
 _OS_WITH_VERSION = re.compile(r"^(?P<os>[A-Za-z0-9_-]+)(?:\((?P<version>[A-Za-z0-9_.-]+)\))?$")

@@ -52,5 +52,5 @@ def publish(progress: Progress) -> None:
     for subscriber in subscribers:
         try:
             subscriber(progress)
-        except Exception:  # noqa: BLE001 - a display problem must not fail the mirror
+        except Exception:
             log.exception("progress subscriber %r failed", subscriber)

@@ -42,7 +42,9 @@ class TreeRow(BaseModel):
     @classmethod
     def of(cls, descriptor: Descriptor, status: Literal["fetched", "present"]) -> TreeRow:
         platform = format_platform(descriptor.platform) if descriptor.platform else None
-        return cls(kind=descriptor.kind, platform=platform, digest=descriptor.digest, size=descriptor.size, status=status)
+        return cls(
+            kind=descriptor.kind, platform=platform, digest=descriptor.digest, size=descriptor.size, status=status
+        )
 
 
 class FetchResult(BaseModel):

@@ -55,13 +55,13 @@ class _Handler(BaseHTTPRequestHandler):
     server: RegistryServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - base class signature
+    def log_message(self, format: str, *args: object) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server naming
+    def do_HEAD(self) -> None:
         self._dispatch(body=False)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._dispatch(body=True)
 
     def _dispatch(self, body: bool) -> None:
@@ -148,7 +148,9 @@ class _Handler(BaseHTTPRequestHandler):
         content = json.dumps({"errors": [{"code": code, "message": message}]}).encode()
         self._send(status, content if self.command != "HEAD" else b"", "application/json", len(content))
 
-    def _send(self, status: HTTPStatus, content: bytes, media_type: str, length: int, digest: str | None = None) -> None:
+    def _send(
+        self, status: HTTPStatus, content: bytes, media_type: str, length: int, digest: str | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", media_type)
         self.send_header("Content-Length", str(length))

@@ -125,7 +125,9 @@ def walk_image(
             on_fault(Fault(kind=MISSING_BLOB, digest=descriptor.digest, detail=detail, reference=reference))
             continue
         media_type = descriptor.media_type
-        if descriptor.digest in untrusted or not (mediatypes.is_document(media_type) or mediatypes.is_schema1(media_type)):
+        if descriptor.digest in untrusted or not (
+            mediatypes.is_document(media_type) or mediatypes.is_schema1(media_type)
+        ):
             continue
         try:
             document = read_document(store, descriptor)

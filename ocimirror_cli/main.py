@@ -33,8 +33,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="rich",  # help texts are rich markup: a literal bracket is written `\\[`
 )
-console = Console(stderr=True)
+#: Messages go to stderr and are never hard-wrapped: piped output is read by scripts, line by line.
+console = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -136,7 +138,7 @@ def pull(
     references: Annotated[list[str], typer.Argument(metavar="REFERENCE...", help="Images to mirror.")],
     to: Annotated[str, typer.Option("--to", help="Store: a path or fsspec URL (s3://, gs://).")],
     platform: Annotated[
-        list[str] | None, typer.Option("--platform", help="os/arch[/variant] to keep (repeatable); default all.")
+        list[str] | None, typer.Option("--platform", help="os/arch\\[/variant] to keep (repeatable); default all.")
     ] = None,
     all_metadata: Annotated[
         bool, typer.Option("--all-metadata", help="Keep every manifest and config; limit only layers.")

@@ -36,7 +36,9 @@ _building = threading.Lock()
 
 @lru_cache(maxsize=32)
 def _registry(registries_json: str, max_connections: int) -> Registry:
-    registries = {host: RegistrySettings.model_validate(settings) for host, settings in json.loads(registries_json).items()}
+    registries = {
+        host: RegistrySettings.model_validate(settings) for host, settings in json.loads(registries_json).items()
+    }
     return Registry(
         registry_configs(registries, read_secret, max_connections),
         default_config=RegistryConfig(max_connections=max_connections),
@@ -60,4 +62,3 @@ def target_store(settings: StoreSettings) -> LayoutStore:
     """The shared store object for these settings."""
     with _building:
         return _store(settings.model_dump_json())
-

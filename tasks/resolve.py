@@ -19,7 +19,13 @@ def resolve_reference(reference: str, registries: dict[str, RegistrySettings], c
     return registry_client(registries, concurrency).resolve(parse_reference(reference))
 
 
-@task(name="list-tags", task_run_name="list tags of {repository}", cache_policy=NO_CACHE, persist_result=False, **RETRY_POLICY)
+@task(
+    name="list-tags",
+    task_run_name="list tags of {repository}",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    **RETRY_POLICY,
+)
 def list_tags(repository: str, registries: dict[str, RegistrySettings], concurrency: int) -> list[str]:
     """Every tag of ``repository`` (all pages)."""
     return registry_client(registries, concurrency).tags(parse_reference(repository))

@@ -74,9 +74,8 @@ def test_sync_with_a_bad_config_exits_2_naming_the_problem(tmp_path) -> None:
 def test_sync_dry_run_then_sync(seeded_registry, prefect_server, tmp_path) -> None:
     config = tmp_path / "mirror.yaml"
     store = tmp_path / "store"
-    config.write_text(
-        f"store: {{url: {store}}}\nimages:\n  - source: {seeded_registry.reference('test/dockerlist')}\n    tags: [v1]\n"
-    )
+    source = seeded_registry.reference("test/dockerlist")
+    config.write_text(f"store: {{url: {store}}}\nimages:\n  - source: {source}\n    tags: [v1]\n")
     planned = runner.invoke(app, ["sync", str(config), "--dry-run", "--json"])
     assert planned.exit_code == 0, planned.output
     assert [i["status"] for i in json.loads(planned.stdout)["images"]] == ["planned"]
@@ -87,7 +86,7 @@ def test_sync_dry_run_then_sync(seeded_registry, prefect_server, tmp_path) -> No
 
 
 def test_verify_catches_a_corrupted_blob(pulled_store) -> None:
-    store, reference = pulled_store
+    store, _ = pulled_store
     assert cli("verify", str(store)).returncode == 0
     entry = json.loads((store / "index.json").read_text())["manifests"][0]
     manifest = json.loads((store / blob_path(entry["digest"])).read_bytes())

@@ -60,7 +60,10 @@ def test_all_metadata_keeps_the_index_digest(seeded_registry, tmp_path) -> None:
     assert arm64_layers and not any(store.exists(d) for d in arm64_layers)
     assert verify_store(store).ok
     inspected = subprocess.run(
-        ["skopeo", "inspect", "--override-os", "linux", "--override-arch", "amd64", f"oci:{tmp_path}:{result.reference}"],
+        [
+            *("skopeo", "inspect", "--override-os", "linux", "--override-arch", "amd64"),
+            f"oci:{tmp_path}:{result.reference}",
+        ],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert json.loads(inspected.stdout)["Layers"] == [d.digest for d in amd64.descriptors if d.kind == "layer"]
@@ -184,7 +187,9 @@ def test_prefect_retries_a_task_once_the_client_gives_up(seeded_registry, make_f
     )
     deadline = time.monotonic() + 20  # the server records task runs from events, shortly after the fact
     with get_client(sync_client=True) as client:
-        while (runs := client.read_task_runs(task_run_filter=runs_of_the_layer)) == [] or not runs[0].state.is_completed():
+        while (runs := client.read_task_runs(task_run_filter=runs_of_the_layer)) == [] or not runs[
+            0
+        ].state.is_completed():
             assert time.monotonic() < deadline, "the layer's task run was never recorded as completed"
             time.sleep(0.5)
     assert runs[0].run_count >= 2

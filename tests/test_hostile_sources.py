@@ -48,7 +48,11 @@ def source(tmp_path) -> Iterator[tuple[RegistryServer, LayoutStore]]:
 
 
 def _leftovers(root) -> list[str]:
-    return [str(p.relative_to(root)) for p in (root / "ingest").rglob("*") if p.is_file()] if (root / "ingest").exists() else []
+    return (
+        [str(p.relative_to(root)) for p in (root / "ingest").rglob("*") if p.is_file()]
+        if (root / "ingest").exists()
+        else []
+    )
 
 
 def test_a_corrupted_layer_fails_clearly_and_is_never_committed(source, tmp_path) -> None:

@@ -43,7 +43,18 @@ def skopeo_layout(tmp_path: Path) -> Path:
     run("umoci", "new", "--image", "A:tag", cwd=tmp_path)
     run("umoci", "insert", "--image", "A:tag", "hello.txt", "/hello.txt", cwd=tmp_path)
     run("umoci", "insert", "--image", "A:tag", "second.txt", "/etc/second.txt", cwd=tmp_path)
-    run("umoci", "config", "--image", "A:tag", "--os", "linux", "--architecture", "amd64", "--config.cmd=/hello", cwd=tmp_path)
+    run(
+        "umoci",
+        "config",
+        "--image",
+        "A:tag",
+        "--os",
+        "linux",
+        "--architecture",
+        "amd64",
+        "--config.cmd=/hello",
+        cwd=tmp_path,
+    )
     run("skopeo", "copy", "-q", "oci:A:tag", "oci:B:tag", cwd=tmp_path)
     return tmp_path / "B"
 
@@ -111,10 +122,20 @@ def test_our_multi_platform_index_copies_with_skopeo_and_skopeo_entries_read_bac
     ours = open_store(str(ours_path))
     image = make_image(ours)
     ours.tag("docker.io/library/multi:1", image)
-    run("skopeo", "copy", "-q", "--all", "--preserve-digests", f"oci:{ours_path}:docker.io/library/multi:1", f"oci:{tmp_path / 'copy'}:multi")
+    run(
+        "skopeo",
+        "copy",
+        "-q",
+        "--all",
+        "--preserve-digests",
+        f"oci:{ours_path}:docker.io/library/multi:1",
+        f"oci:{tmp_path / 'copy'}:multi",
+    )
     copied = open_store(str(tmp_path / "copy"))
     assert copied.resolve("multi").digest == image.digest, "skopeo --preserve-digests keeps our index as written"
-    assert sorted(copied.blobs()) == sorted(descriptor.digest for descriptor in {d.digest: d for d in tree(ours, image)}.values())
+    assert sorted(copied.blobs()) == sorted(
+        descriptor.digest for descriptor in {d.digest: d for d in tree(ours, image)}.values()
+    )
 
     # skopeo rewrites our index.json when it adds a tag: our entries and annotations survive it.
     run("skopeo", "copy", "-q", f"oci:{tmp_path / 'copy'}:multi", f"oci:{ours_path}:docker.io/library/again:2")

@@ -47,7 +47,9 @@ def test_cli_ls_and_verify_take_storage_options(object_store_server, seeded_regi
          seeded_registry.reference("test/single:v1")],
         check=True, timeout=120,
     )  # fmt: skip
-    options = [f"-o{key}={value}" for key, value in object_store_server.storage_options.items() if isinstance(value, str)]
+    options = [
+        f"-o{key}={value}" for key, value in object_store_server.storage_options.items() if isinstance(value, str)
+    ]
     listed = subprocess.run(
         [sys.executable, "-m", "ocimirror_cli", "ls", url, "--json", *options], capture_output=True, text=True
     )
@@ -65,9 +67,7 @@ def test_two_processes_syncing_into_one_bucket_keep_both_images(object_store_ser
         [seeded_registry.reference(name) for name in ("test/single:v1", "test/shared-a:v1", "test/dockerlist:v1")],
         [seeded_registry.reference(name) for name in ("test/many:v1", "test/shared-b:v1", "test/multiarch:v1")],
     ]
-    workers = [
-        subprocess.Popen([sys.executable, "-c", PULL_IN_A_PROCESS, url, options, *group]) for group in groups
-    ]
+    workers = [subprocess.Popen([sys.executable, "-c", PULL_IN_A_PROCESS, url, options, *group]) for group in groups]
     assert [worker.wait(timeout=240) for worker in workers] == [0, 0]
 
     layout = open_store(url, object_store_server.storage_options)

@@ -33,8 +33,14 @@ DIGEST = "sha256:" + "a" * 64
             DIGEST,
             f"quay.io/a/b:1@{DIGEST}",
         ),
-        ("my-registry.example:443/a__b/c.d/e-f", "my-registry.example:443", "a__b/c.d/e-f", "latest", None,
-         "my-registry.example:443/a__b/c.d/e-f:latest"),
+        (
+            "my-registry.example:443/a__b/c.d/e-f",
+            "my-registry.example:443",
+            "a__b/c.d/e-f",
+            "latest",
+            None,
+            "my-registry.example:443/a__b/c.d/e-f:latest",
+        ),
     ],
 )
 def test_parse_and_normalise(text, registry, repository, tag, digest, normalised) -> None:

@@ -56,8 +56,14 @@ def test_secrets_never_in_repr_or_str() -> None:
     credentials = Credentials(username="bob", password=SecretStr(SECRET))
     config = RegistryConfig(credentials=credentials)
     token_only = Credentials(identity_token=SecretStr(SECRET))
-    for text in (repr(credentials), str(credentials), repr(config), str(config), repr(token_only),
-                 config.model_dump_json()):
+    for text in (
+        repr(credentials),
+        str(credentials),
+        repr(config),
+        str(config),
+        repr(token_only),
+        config.model_dump_json(),
+    ):
         assert SECRET not in text
     assert "bob" in repr(credentials)
     assert credentials.password.get_secret_value() == SECRET
@@ -131,7 +137,7 @@ def test_docker_config_auths(tmp_path: Path) -> None:
     token = lookup_credentials("tokens.example", None, {}, path)
     assert token is not None and token.identity_token.get_secret_value() == "id-token"
     assert lookup_credentials("unknown.example", None, {}, path) is None
-    with pytest.raises(ConfigError, match="broken.example") as caught:
+    with pytest.raises(ConfigError, match=r"broken\.example") as caught:
         lookup_credentials("broken.example", None, {}, path)
     assert "notbase64" not in str(caught.value)
 
@@ -197,7 +203,7 @@ def test_cred_helpers_and_creds_store(tmp_path: Path) -> None:
 
 def test_missing_helper_is_a_clear_error(tmp_path: Path) -> None:
     path = write_config(tmp_path, {"credHelpers": {"x.example": "does-not-exist"}})
-    with pytest.raises(ConfigError, match="docker-credential-does-not-exist .* not found on PATH"):
+    with pytest.raises(ConfigError, match=r"docker-credential-does-not-exist .* not found on PATH"):
         lookup_credentials("x.example", None, {"PATH": str(tmp_path)}, path)
     bad = write_config(tmp_path, {"credsStore": "../evil"})
     with pytest.raises(ConfigError, match="not a plain program suffix"):

@@ -207,10 +207,10 @@ class _EndlessTokenHandler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.0"
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet."""
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
@@ -267,7 +267,7 @@ class _OddLengthHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     manifest = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}'
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet."""
 
     def _headers(self, length: str) -> None:
@@ -277,10 +277,10 @@ class _OddLengthHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", length)
         self.end_headers()
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._headers("\u00b2")
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._headers(str(len(self.manifest)))
         self.wfile.write(self.manifest)
 

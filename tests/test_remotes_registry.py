@@ -155,10 +155,19 @@ def test_not_found_names_registry_repository_and_reference(seeded_registry, make
 # --------------------------------------------------------------------------------------------------- fetch
 
 
-@pytest.mark.parametrize("name", sorted(
-    ["test/multiarch:v1", "test/dockerlist:v1", "test/single:v1", "test/shared-a:v1", "test/shared-b:v1",
-     "test/many:v1"]
-))
+@pytest.mark.parametrize(
+    "name",
+    sorted(
+        [
+            "test/multiarch:v1",
+            "test/dockerlist:v1",
+            "test/single:v1",
+            "test/shared-a:v1",
+            "test/shared-b:v1",
+            "test/many:v1",
+        ]
+    ),
+)
 def test_fetch_every_descriptor_verified(seeded_registry: SeededRegistry, make_client, name: str) -> None:
     image = seeded_registry.images[name]
     ref = parse_reference(seeded_registry.reference(name))
@@ -380,7 +389,7 @@ def test_plain_http_only_for_loopback_or_insecure(make_client) -> None:
     hub = RegistryConfig(mirrors=["http://mirror.invalid"])
     client = make_client({"docker.io": hub})
     assert client.config_for("registry-1.docker.io") is hub  # Docker Hub's API host shares its settings
-    with pytest.raises(ConfigError, match="plain HTTP to mirror.invalid is refused"):
+    with pytest.raises(ConfigError, match=r"plain HTTP to mirror\.invalid is refused"):
         client.resolve(parse_reference("alpine"))
     assert client.endpoints(parse_reference("localhost:5000/x"))[-1].origin == "http://localhost:5000"
     assert client.endpoints(parse_reference("alpine"))[-1].origin == "https://registry-1.docker.io"

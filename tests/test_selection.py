@@ -62,10 +62,16 @@ def test_all_metadata_handler_keeps_manifests_and_limits_layers() -> None:
     config, layer = leaf("cfg", mt.OCI_CONFIG), leaf("layer")
     body = {"schemaVersion": 2, "config": config.to_json(), "layers": [layer.to_json()]}
     manifest = fetcher.add(mt.OCI_MANIFEST, body)
-    index = fetcher.add(mt.OCI_INDEX, {"schemaVersion": 2, "manifests": [
-        manifest.model_copy(update={"platform": AMD64.platform}).to_json(),
-        manifest.model_copy(update={"platform": ARM64.platform}).to_json(),
-    ]})
+    index = fetcher.add(
+        mt.OCI_INDEX,
+        {
+            "schemaVersion": 2,
+            "manifests": [
+                manifest.model_copy(update={"platform": AMD64.platform}).to_json(),
+                manifest.model_copy(update={"platform": ARM64.platform}).to_json(),
+            ],
+        },
+    )
     handler = PlatformSelection(platforms=["linux/amd64"], all_metadata=True).children_handler(fetcher)
     amd64, arm64 = handler(index)
     assert handler(amd64) == [config, layer]

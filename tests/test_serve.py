@@ -91,7 +91,7 @@ def test_errors_are_registry_errors(served) -> None:
 def test_only_manifests_are_served_from_manifests(served) -> None:
     """A config blob is JSON too, but ``/manifests/<digest>`` of it is unknown, as in distribution: a client
     must never be handed a config labelled as a manifest."""
-    server, root = served
+    server, _ = served
     index = json.loads(requests.get(f"{server.url}/v2/test/multiarch/manifests/v1", timeout=5).content)
     manifest = index["manifests"][0]
     base = f"{server.url}/v2/test/multiarch/manifests"

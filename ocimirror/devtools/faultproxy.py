@@ -149,11 +149,7 @@ class FaultProxy:
     def recorded(self, server: str | None = None, path_contains: str = "") -> list[RecordedRequest]:
         """Recorded requests, filtered by port and path."""
         with self._lock:
-            return [
-                r
-                for r in self.requests
-                if (server is None or r.server == server) and path_contains in r.path
-            ]
+            return [r for r in self.requests if (server is None or r.server == server) and path_contains in r.path]
 
     def __enter__(self) -> FaultProxy:
         self.start()
@@ -211,10 +207,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     proxy: FaultProxy
     role: Literal["proxy", "redirect"]
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - signature of the base class
+    def log_message(self, format: str, *args: object) -> None:
         """Silence the per-request stderr lines."""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+    def do_GET(self) -> None:
         self._handle()
 
     do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET

@@ -298,4 +298,3 @@ def basic_header(credentials: Credentials) -> str:
     password = credentials.password.get_secret_value() if credentials.password else ""
     raw = f"{credentials.username or ''}:{password}".encode()
     return "Basic " + base64.b64encode(raw).decode()
-

@@ -189,4 +189,3 @@ class RegistryFetcher:
                 )
             return 0, descriptor.size - position
         raise PermanentError(f"{source.subject}: unexpected HTTP {response.status_code}")
-

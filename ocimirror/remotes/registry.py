@@ -274,7 +274,6 @@ class Registry:
                 raise PermanentError(f"{subject}: pagination link leaves {origin}")
 
 
-
 def _media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip()
 

@@ -57,9 +57,7 @@ class HostTransport:
         session.verify = False if config.insecure else (config.ca_bundle or default_ca_bundle or True)
         session.headers["User-Agent"] = USER_AGENT
         self.session = session
-        self.authorizer = Authorizer(
-            self.host, _once(credentials), session, insecure=config.insecure, timeout=timeout
-        )
+        self.authorizer = Authorizer(self.host, _once(credentials), session, insecure=config.insecure, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"HostTransport({self.origin!r})"
