@@ -40,7 +40,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as ``python bench/compare_skopeo.py`` without installing
     sys.path.insert(0, str(REPO_ROOT))
 
-from ocimirror.devtools.images import (  # noqa: E402 - after the path set-up above
+from ocimirror_demo.images import (  # noqa: E402 - after the path set-up above
     DEFAULT_PLATFORMS,
     Image,
     build_index,
@@ -48,7 +48,7 @@ from ocimirror.devtools.images import (  # noqa: E402 - after the path set-up ab
     push_image,
     random_layer,
 )
-from ocimirror.devtools.registry import LocalRegistry  # noqa: E402
+from ocimirror_demo.registry import LocalRegistry  # noqa: E402
 
 T = TypeVar("T")
 MIB = 1024 * 1024

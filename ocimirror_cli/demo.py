@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ocimirror.config import MirrorConfig, parse_config
-from ocimirror.devtools.images import DEFAULT_PLATFORMS, build_index, build_manifest, push_image, random_layer
-from ocimirror.devtools.registry import LocalRegistry
+from ocimirror_demo.images import DEFAULT_PLATFORMS, build_index, build_manifest, push_image, random_layer
+from ocimirror_demo.registry import LocalRegistry
 
 REPOSITORY = "demo/hello"
 LAYER_SIZE = 2 * 1024 * 1024

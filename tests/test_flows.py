@@ -11,9 +11,9 @@ import pytest
 
 from ocimirror import mediatypes as mt
 from ocimirror.content import read_document
-from ocimirror.devtools.faultproxy import Fault
 from ocimirror.store import open_store
 from ocimirror.verify import verify_store
+from tests.fixtures.faultproxy import Fault
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -15,10 +15,10 @@ import pytest
 from ocimirror import mediatypes as mt
 from ocimirror.content import copy_content
 from ocimirror.descriptor import Descriptor
-from ocimirror.devtools.images import build_manifest, random_layer
 from ocimirror.digest import blob_path
 from ocimirror.serve import RegistryServer
 from ocimirror.store import LayoutStore, open_store
+from ocimirror_demo.images import build_manifest, random_layer
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

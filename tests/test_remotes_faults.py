@@ -15,13 +15,13 @@ import pytest
 from pydantic import SecretStr
 
 from ocimirror.content import read_blob
-from ocimirror.devtools.faultproxy import Fault, FaultProxy, LoopbackHTTPServer
 from ocimirror.digest import digest_bytes
 from ocimirror.errors import ConfigError, SizeMismatch, TransientError, Unauthorized
 from ocimirror.remotes.config import Credentials, RegistryConfig
 from ocimirror.remotes.policy import make_retry
 from ocimirror.remotes.reference import parse_reference
 from ocimirror.remotes.registry import Registry
+from tests.fixtures.faultproxy import Fault, FaultProxy, LoopbackHTTPServer
 from tests.fixtures.registry import TOKEN_SERVICE, AuthenticatedRegistry, SeededRegistry, TokenServer
 
 pytestmark = pytest.mark.registry
@@ -143,7 +143,7 @@ def test_429_without_end_is_transient_with_retry_after(fault_proxy, seeded_regis
 def test_redirect_to_another_host_gets_no_authorization(
     basic_registry: AuthenticatedRegistry, make_fault_proxy, make_client
 ) -> None:
-    from ocimirror.devtools.images import build_manifest, push_image, random_layer
+    from ocimirror_demo.images import build_manifest, push_image, random_layer
 
     image = build_manifest([random_layer(4096, "redirected")])
     push_image(basic_registry.url, "private/redirected", "v1", image, session=basic_registry.session())

@@ -17,14 +17,14 @@ from pydantic import SecretStr
 from ocimirror import mediatypes
 from ocimirror.content import Status, Writer, copy_content, read_blob
 from ocimirror.descriptor import Descriptor
-from ocimirror.devtools.faultproxy import Fault, FaultProxy
-from ocimirror.devtools.images import Image, build_manifest, push_image, random_layer
-from ocimirror.devtools.registry import LocalRegistry, free_port
 from ocimirror.digest import Verifier
 from ocimirror.errors import AlreadyExists, ConfigError, DigestMismatch, NotFound, PermanentError, Unauthorized
 from ocimirror.remotes.config import Credentials, RegistryConfig
 from ocimirror.remotes.reference import parse_reference
 from ocimirror.remotes.registry import Registry
+from ocimirror_demo.images import Image, build_manifest, push_image, random_layer
+from ocimirror_demo.registry import LocalRegistry, free_port
+from tests.fixtures.faultproxy import Fault, FaultProxy
 from tests.fixtures.registry import AuthenticatedRegistry, SeededRegistry, TokenRegistry, TokenServer
 
 pytestmark = pytest.mark.registry

@@ -18,9 +18,9 @@ from urllib.parse import urljoin
 
 import requests
 
-from .. import mediatypes
-from ..descriptor import Descriptor, Platform
-from ..digest import digest_bytes
+from ocimirror import mediatypes
+from ocimirror.descriptor import Descriptor, Platform
+from ocimirror.digest import digest_bytes
 
 #: Platforms of a typical multi-arch index.
 DEFAULT_PLATFORMS = (
@@ -136,7 +136,7 @@ def build_attestation(subject: Image) -> Image:
             "_type": "https://in-toto.io/Statement/v0.1",
             "predicateType": SLSA_PROVENANCE,
             "subject": [{"name": "ocimirror-test", "digest": {"sha256": subject.digest.partition(":")[2]}}],
-            "predicate": {"builder": {"id": "ocimirror.devtools"}},
+            "predicate": {"builder": {"id": "ocimirror_demo"}},
         }
     )
     layer = Descriptor.from_bytes(

@@ -13,6 +13,7 @@ htpasswd entries are bcrypt hashes (the only kind distribution accepts), made wi
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import socket
@@ -22,7 +23,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
+from types import ModuleType, TracebackType
 
 import requests
 import yaml
@@ -198,9 +199,19 @@ class LocalRegistry:
             return "(no log)"
 
 
+def _test_extra(module: str) -> ModuleType:
+    """Import ``module``, which only htpasswd and TLS registries need, or say how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise RuntimeError(
+            f"{module} is needed for registries with htpasswd or TLS: pip install 'ocimirror[test]'"
+        ) from None
+
+
 def htpasswd_file(users: Mapping[str, str]) -> str:
     """htpasswd lines ``user:bcrypt-hash`` for ``users`` (username -> password)."""
-    import bcrypt  # only needed for Basic-auth registries
+    bcrypt = _test_extra("bcrypt")
 
     return "".join(
         f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()}\n"
@@ -213,6 +224,7 @@ def write_self_signed_certificate(cert_path: Path, key_path: Path) -> None:
     import datetime
     import ipaddress
 
+    _test_extra("cryptography")
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
