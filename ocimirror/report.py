@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from .descriptor import Descriptor
 from .digest import short
+from .errors import OcimirrorError
 from .platforms import format_platform
 
 
@@ -38,12 +39,18 @@ class TreeRow(BaseModel):
     digest: str
     size: int
     status: Literal["fetched", "present"]
+    transferred: int = Field(default=0, description="Bytes actually moved (less than size after a resume).")
 
     @classmethod
-    def of(cls, descriptor: Descriptor, status: Literal["fetched", "present"]) -> TreeRow:
+    def of(cls, descriptor: Descriptor, status: Literal["fetched", "present"], transferred: int = 0) -> TreeRow:
         platform = format_platform(descriptor.platform) if descriptor.platform else None
         return cls(
-            kind=descriptor.kind, platform=platform, digest=descriptor.digest, size=descriptor.size, status=status
+            kind=descriptor.kind,
+            platform=platform,
+            digest=descriptor.digest,
+            size=descriptor.size,
+            status=status,
+            transferred=transferred,
         )
 
 
@@ -82,3 +89,26 @@ class SyncResult(BaseModel):
     @property
     def failed(self) -> list[ImageOutcome]:
         return [image for image in self.images if image.status == "failed"]
+
+    def summary(self) -> str:
+        """``12 image(s): 6 fetched, 5 up to date, 1 failed`` (a dry run counts what it would fetch)."""
+        counts = {status: sum(1 for image in self.images if image.status == status) for status in _STATUS_WORDS}
+        words = [f"{count} {_STATUS_WORDS[status]}" for status, count in counts.items() if count]
+        return f"{len(self.images)} image(s): " + (", ".join(words) or "nothing to do")
+
+
+_STATUS_WORDS = {"planned": "planned", "fetched": "fetched", "up-to-date": "up to date", "failed": "failed"}
+
+
+class SyncFailed(OcimirrorError):
+    """Some images of a sync failed; the others are committed and tagged. Carries the whole result.
+
+    Prefect wants a failed run's data to be an exception; this is it, so Python callers of the flows get
+    an error that names the failed images *and* the result of the ones that worked.
+    """
+
+    def __init__(self, result: SyncResult) -> None:
+        failed = result.failed
+        lines = "\n".join(f"  {image.reference}: {image.error}" for image in failed)
+        super().__init__(f"{len(failed)} of {len(result.images)} image(s) failed:\n{lines}")
+        self.result = result

@@ -1,0 +1,526 @@
+"""Mirroring many images at once: one bounded pool of fetches, shared content fetched once, and each image
+tagged as soon as its own tree is committed.
+
+This is containerd's dispatch (``handlers.dispatch``) widened from one root to a whole sync. Each digest
+of the run is a node; every image that needs it waits on it; when it is in the store, each waiting image
+keeps the children its own platform selection keeps, and the walk goes on. Nothing here waits on anything
+but its own event queue: workers report back by posting events, so no unit of work ever waits on another
+(a bounded pool cannot deadlock) and all bookkeeping happens in one thread, without locks.
+
+*Where* a unit of work runs is the :class:`Runner`'s choice: threads in this process
+(:class:`LocalRunner`), or Prefect task runs (``tasks.runner``), which also group small blobs into
+batches, since a task run has a fixed cost that a 16 KiB blob should not pay alone. Existence checks run
+here, on a small pool, so content already present costs neither a task run nor a fetch.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Protocol
+
+from . import mediatypes, progress, transfers
+from .content import Fetcher, copy_content
+from .descriptor import Descriptor
+from .errors import OcimirrorError, PermanentError, TransientError, is_transient
+from .handlers import children_handler
+from .plan import PlannedImage
+from .pull import tag_image
+from .remotes.reference import Reference
+from .report import FetchResult, ImageOutcome, TreeRow, describe
+from .retry import call_with_retries
+from .store import LayoutStore
+
+log = logging.getLogger(__name__)
+
+#: How long the engine's loop sleeps at most between events: the pace of progress reports while a single
+#: large blob streams.
+PROGRESS_INTERVAL_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One descriptor brought into the store: its children (a document's, unfiltered; none for a blob)
+    and the bytes actually transferred (0 when it was already there, less than its size after a resume)."""
+
+    descriptor: Descriptor
+    children: tuple[Descriptor, ...]
+    transferred: int
+
+
+class BatchFailed(OcimirrorError):
+    """Some descriptors of a unit of work failed. Carries what did succeed, so a retry or the report can
+    tell them apart, and names every failed descriptor. Transient only while every failure is."""
+
+    def __init__(self, fetched: Sequence[Fetched], failures: Sequence[tuple[Descriptor, BaseException]]) -> None:
+        lines = "; ".join(f"{describe(d)}: {type(e).__name__}: {e}" for d, e in failures)
+        super().__init__(f"{len(failures)} of {len(fetched) + len(failures)} blob(s) failed: {lines}")
+        self.fetched = list(fetched)
+        self.failures = list(failures)
+
+    @property
+    def transient(self) -> bool:
+        return all(is_transient(error) for _, error in self.failures)
+
+
+class TransientBatchFailed(BatchFailed, TransientError):
+    """A batch whose every failure may succeed if tried again (what retry policies look for)."""
+
+
+class PermanentBatchFailed(BatchFailed, PermanentError):
+    """A batch with at least one failure that will not change by trying again."""
+
+
+def fetch_descriptors(fetcher: Fetcher, store: LayoutStore, descriptors: Sequence[Descriptor]) -> list[Fetched]:
+    """Copy ``descriptors`` into ``store`` one after another and read the children of the documents among
+    them. Every descriptor is tried; failures are raised together as a :class:`BatchFailed`, transient or
+    permanent, carrying the successes (which a retry then finds present, at the cost of a stat)."""
+    children = children_handler(store)
+    source = transfers.watched(fetcher)
+    fetched: list[Fetched] = []
+    failures: list[tuple[Descriptor, BaseException]] = []
+    for descriptor in descriptors:
+        try:
+            transferred = copy_content(source, store, descriptor)
+            fetched.append(Fetched(descriptor, tuple(children(descriptor)), transferred))
+        except transfers.TransferCancelled:
+            raise
+        except Exception as error:  # noqa: BLE001 - every failure is reported, by descriptor
+            failures.append((descriptor, error))
+    if failures:
+        raise (TransientBatchFailed if all(is_transient(e) for _, e in failures) else PermanentBatchFailed)(
+            fetched, failures
+        )
+    return fetched
+
+
+@dataclass(frozen=True)
+class FetchUnit:
+    """One unit of work for a runner: descriptors to fetch from ``source``'s repository, in order."""
+
+    source: Reference
+    descriptors: tuple[Descriptor, ...]
+
+    def describe(self) -> str:
+        """``manifest linux/amd64 sha256:1a2b3c4d 1.2 kB`` for one, ``12 blobs 1.4 MB`` for a batch."""
+        from .report import human_size
+
+        if len(self.descriptors) == 1:
+            return describe(self.descriptors[0])
+        return f"{len(self.descriptors)} blobs {human_size(sum(d.size for d in self.descriptors))}"
+
+
+Done = Callable[[object], None]
+
+
+class Runner(Protocol):
+    """Runs units of work somewhere and reports each outcome (a result or the exception) through ``done``,
+    from any thread. ``batching`` says how small blobs are grouped; ``None`` sends each alone."""
+
+    batching: Batching | None
+
+    def fetch(self, unit: FetchUnit, done: Done) -> None: ...
+
+    def tag(self, image: PlannedImage, done: Done) -> None: ...
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How small blobs share a unit of work. Documents and blobs of ``single_from`` bytes or more always go
+    alone (a person wants to see a manifest or a large layer by name); the rest are grouped, at most
+    ``max_count`` and ``max_bytes`` a batch, spread over the free slots so batching never idles a slot."""
+
+    single_from: int
+    max_count: int
+    max_bytes: int
+
+
+class LocalRunner:
+    """Units of work on threads of this process; transient failures retried with the same policy as the
+    Prefect tasks (``ocimirror.retry``)."""
+
+    batching: Batching | None = None
+
+    def __init__(self, fetcher_for: Callable[[Reference], Fetcher], store: LayoutStore, workers: int) -> None:
+        self._fetcher_for = fetcher_for
+        self._store = store
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch")
+
+    def _run(self, work: Callable[[], object], done: Done, what: str) -> None:
+        def run() -> None:
+            try:
+                outcome: object = call_with_retries(work, what)
+            except BaseException as error:  # noqa: BLE001 - handed to the engine, which reports it
+                outcome = error
+            done(outcome)
+
+        self._pool.submit(run)
+
+    def fetch(self, unit: FetchUnit, done: Done) -> None:
+        fetcher = self._fetcher_for(unit.source)
+        self._run(lambda: fetch_descriptors(fetcher, self._store, unit.descriptors), done, unit.describe())
+
+    def tag(self, image: PlannedImage, done: Done) -> None:
+        assert image.root is not None
+        root = image.root
+        self._run(lambda: tag_image(self._store, image.name, root, image.request.selection), done, f"tag {image.name}")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass(eq=False)
+class _Node:
+    """One digest of the run and the images waiting for it."""
+
+    descriptor: Descriptor
+    waiters: list[_Image] = field(default_factory=list)
+    state: str = "probing"  # probing -> queued -> running -> done | failed
+    children: tuple[Descriptor, ...] = ()
+    fetched: bool = False
+    transferred: int = 0
+    streamed: int = 0
+
+
+@dataclass(eq=False)
+class _Image:
+    """One image of the run: what is still outstanding, and what happened to each of its descriptors."""
+
+    planned: PlannedImage
+    started: float
+    outstanding: int = 0
+    seen: set[str] = field(default_factory=set)
+    rows: list[TreeRow] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    blobs_total: int = 0
+    bytes_total: int = 0
+    blobs_done: int = 0
+    bytes_done: int = 0
+    tagged: Descriptor | None = None
+    tagging: bool = False
+    finished: float | None = None
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failures)
+
+    @property
+    def active(self) -> bool:
+        return self.finished is None
+
+
+class Mirror:
+    """Mirror planned images into ``store`` through ``runner`` with at most ``limit`` units in flight.
+
+    :meth:`run` returns one outcome per image, in the order given. One image's failure never stops the
+    others; a failed image is not tagged (its previous tag, if any, stays). ``on_image`` is called in the
+    engine's thread as each image finishes, so callers can report images as they complete.
+    """
+
+    def __init__(
+        self,
+        store: LayoutStore,
+        runner: Runner,
+        limit: int = 8,
+        on_image: Callable[[ImageOutcome], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._runner = runner
+        self._limit = max(1, limit)
+        self._on_image = on_image
+        self._children = children_handler(store)
+        self._events: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._nodes: dict[str, _Node] = {}
+        self._queue: deque[_Node] = deque()
+        self._images: list[_Image] = []
+        self._in_flight = 0
+        self._probing = 0
+        self._stop = threading.Event()
+        self._last_progress = 0.0
+
+    # -- the transfers registry's Watcher ------------------------------------------------------------
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def transferred(self, digest: str, size: int) -> None:
+        if size:
+            self._events.put(lambda: self._streamed(digest, size))
+
+    def cancel(self) -> None:
+        """Stop every transfer of this run within a chunk; running units end with TransferCancelled."""
+        self._stop.set()
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def run(self, images: Sequence[PlannedImage]) -> list[ImageOutcome]:
+        """Fetch and tag every ``planned`` image; the others are reported as they are."""
+        started = time.monotonic()
+        self._images = [_Image(planned=image, started=started) for image in images if image.status == "planned"]
+        probe_pool = ThreadPoolExecutor(max_workers=self._limit, thread_name_prefix="probe")
+        self._probe_pool = probe_pool
+        try:
+            for image in self._images:
+                assert image.planned.root is not None
+                self._need(image, image.planned.root)
+                self._check_finished(image)
+            while self._busy():
+                try:
+                    event = self._events.get(timeout=PROGRESS_INTERVAL_SECONDS)
+                except queue.Empty:
+                    self._publish_progress()
+                    continue
+                event()
+                self._submit_ready()
+                self._publish_progress()
+        except BaseException:
+            self.cancel()  # interrupted (Ctrl-C, a cancelled flow run): stop transfers, keep ingests resumable
+            raise
+        finally:
+            transfers.unwatch(self)
+            probe_pool.shutdown(wait=not self._stop.is_set(), cancel_futures=True)
+        self._publish_progress(force=True)
+        outcomes = {id(image.planned): self._outcome(image) for image in self._images}
+        return [outcomes.get(id(image)) or image.outcome() for image in images]
+
+    def _busy(self) -> bool:
+        return self._in_flight > 0 or self._probing > 0 or any(image.active for image in self._images)
+
+    def _post(self, event: Callable[[], None]) -> None:
+        self._events.put(event)
+
+    def _reporter(self, handle: Done) -> Done:
+        """A ``done`` callback for a runner: any thread may call it; ``handle`` runs in the engine's."""
+        return lambda outcome: self._post(lambda: handle(outcome))
+
+    # -- walking ------------------------------------------------------------------------------------
+    def _need(self, image: _Image, descriptor: Descriptor) -> None:
+        """``image`` needs ``descriptor``: share the node if the run already has it, else probe the store."""
+        if descriptor.digest in image.seen:
+            return
+        image.seen.add(descriptor.digest)
+        image.outstanding += 1
+        image.blobs_total += 1
+        image.bytes_total += descriptor.size
+        node = self._nodes.get(descriptor.digest)
+        if node is None:
+            node = self._nodes[descriptor.digest] = _Node(descriptor)
+            transfers.watch(self, [descriptor.digest])
+            node.waiters.append(image)
+            self._probe(node)
+        elif node.state == "done":
+            self._deliver(node, image, fetched_here=False)
+        elif node.state == "failed":
+            self._fail(image, node.descriptor, "failed earlier in this run")
+            self._settle(image)
+        else:
+            node.waiters.append(image)
+
+    def _probe(self, node: _Node) -> None:
+        self._probing += 1
+
+        def probe() -> None:
+            try:
+                present = self._store.exists(node.descriptor)
+                children = tuple(self._children(node.descriptor)) if present else ()
+                outcome: object = (present, children)
+            except BaseException as error:  # noqa: BLE001 - reported against the descriptor
+                outcome = error
+            self._post(lambda: self._probed(node, outcome))
+
+        self._probe_pool.submit(probe)
+
+    def _probed(self, node: _Node, outcome: object) -> None:
+        self._probing -= 1
+        if isinstance(outcome, BaseException):
+            self._node_failed(node, outcome)
+        elif isinstance(outcome, tuple) and outcome[0]:
+            self._node_done(node, Fetched(node.descriptor, outcome[1], 0), fetched=False)
+        elif any(not waiter.failed for waiter in node.waiters):
+            node.state = "queued"
+            self._queue.append(node)
+        else:
+            self._node_failed(node, None)
+
+    def _submit_ready(self) -> None:
+        while self._queue and self._in_flight < self._limit and not self._stop.is_set():
+            nodes = self._next_unit()
+            if not nodes:
+                continue
+            unit = FetchUnit(nodes[0].waiters[0].planned.source, tuple(node.descriptor for node in nodes))
+            for node in nodes:
+                node.state = "running"
+            self._in_flight += 1
+            self._runner.fetch(unit, self._reporter(partial(self._unit_done, nodes)))
+
+    def _next_unit(self) -> list[_Node]:
+        """The next unit of work from the queue: one node, or a batch of small blobs of one source."""
+        head = self._queue.popleft()
+        if all(waiter.failed for waiter in head.waiters):  # nobody needs it any more
+            self._node_failed(head, None)
+            return []
+        batching = self._runner.batching
+        if batching is None or not _batchable(head.descriptor, batching):
+            return [head]
+        source = head.waiters[0].planned.source
+        candidates = [
+            node
+            for node in self._queue
+            if _batchable(node.descriptor, batching) and node.waiters[0].planned.source == source
+        ]
+        free_slots = self._limit - self._in_flight
+        share = -(-(len(candidates) + 1) // free_slots)  # ceil: spread the small blobs over the free slots
+        batch, size = [head], head.descriptor.size
+        for node in candidates:
+            if len(batch) >= min(share, batching.max_count) or size + node.descriptor.size > batching.max_bytes:
+                break
+            batch.append(node)
+            size += node.descriptor.size
+        for node in batch[1:]:
+            self._queue.remove(node)
+        return batch
+
+    def _unit_done(self, nodes: list[_Node], outcome: object) -> None:
+        self._in_flight -= 1
+        by_digest = {node.descriptor.digest: node for node in nodes}
+        if isinstance(outcome, list):
+            fetched, failures = outcome, []
+        elif isinstance(outcome, BatchFailed):
+            fetched, failures = outcome.fetched, outcome.failures
+        elif isinstance(outcome, BaseException):
+            fetched, failures = [], [(node.descriptor, outcome) for node in nodes]
+        else:
+            raise TypeError(f"unexpected unit outcome {outcome!r}")
+        for item in fetched:
+            self._node_done(by_digest[item.descriptor.digest], item, fetched=True)
+        for descriptor, error in failures:
+            self._node_failed(by_digest[descriptor.digest], error)
+
+    def _node_done(self, node: _Node, item: Fetched, fetched: bool) -> None:
+        node.state, node.children, node.fetched, node.transferred = "done", item.children, fetched, item.transferred
+        waiters, node.waiters = node.waiters, []
+        for position, image in enumerate(waiters):
+            self._deliver(node, image, fetched_here=fetched and position == 0)
+
+    def _node_failed(self, node: _Node, error: BaseException | None) -> None:
+        """``node`` failed with ``error`` for every waiting image; with no error it was only dropped
+        (every image that wanted it had failed), and an image that needs it later starts afresh."""
+        node.state = "failed"
+        if error is None:
+            del self._nodes[node.descriptor.digest]
+        waiters, node.waiters = node.waiters, []
+        for image in waiters:
+            if error is not None:
+                self._fail(image, node.descriptor, f"{type(error).__name__}: {error}")
+            self._settle(image)
+
+    def _deliver(self, node: _Node, image: _Image, fetched_here: bool) -> None:
+        """``node`` is in the store: record it for ``image`` and walk on to the children it keeps."""
+        descriptor = node.descriptor
+        image.rows.append(TreeRow.of(descriptor, "fetched" if fetched_here else "present",
+                                     transferred=node.transferred if fetched_here else 0))  # fmt: skip
+        image.blobs_done += 1
+        image.bytes_done += descriptor.size
+        if not image.failed:
+            try:
+                kept = image.planned.request.selection.keep(descriptor, list(node.children))
+            except OcimirrorError as error:
+                self._fail(image, descriptor, f"{type(error).__name__}: {error}")
+                kept = []
+            for child in kept:
+                self._need(image, child)
+        self._settle(image)
+
+    def _fail(self, image: _Image, descriptor: Descriptor, reason: str) -> None:
+        image.failures.append(f"{describe(descriptor)}: {reason}")
+
+    def _settle(self, image: _Image) -> None:
+        image.outstanding -= 1
+        self._check_finished(image)
+
+    def _check_finished(self, image: _Image) -> None:
+        """Tag an image whose tree is complete; finish one that failed or is tagged."""
+        if image.outstanding > 0 or not image.active or image.tagging:
+            return
+        if image.failed or self._stop.is_set():
+            self._finish(image)
+            return
+        image.tagging = True
+        self._in_flight += 1
+        self._runner.tag(image.planned, self._reporter(lambda outcome: self._tag_done(image, outcome)))
+
+    def _tag_done(self, image: _Image, outcome: object) -> None:
+        self._in_flight -= 1
+        if isinstance(outcome, Descriptor):
+            image.tagged = outcome
+        elif isinstance(outcome, BaseException):
+            image.failures.append(f"tag {image.planned.name}: {type(outcome).__name__}: {outcome}")
+        self._finish(image)
+
+    def _finish(self, image: _Image) -> None:
+        image.finished = time.monotonic()
+        self._publish_progress(force=True)
+        if self._on_image is not None:
+            self._on_image(self._outcome(image))
+
+    # -- progress and results -----------------------------------------------------------------------
+    def _streamed(self, digest: str, size: int) -> None:
+        node = self._nodes.get(digest)
+        if node is not None and node.state == "running":
+            node.streamed += size
+
+    def _publish_progress(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_progress < PROGRESS_INTERVAL_SECONDS:
+            return
+        self._last_progress = now
+        for image in self._images:
+            in_flight = sum(
+                min(self._nodes[d].streamed, self._nodes[d].descriptor.size)
+                for d in image.seen
+                if self._nodes[d].state == "running"
+            )
+            progress.publish(
+                progress.Progress(
+                    reference=image.planned.name,
+                    blobs_done=image.blobs_done,
+                    blobs_total=image.blobs_total,
+                    bytes_done=image.bytes_done + in_flight,
+                    bytes_total=image.bytes_total,
+                    finished=not image.active,
+                )
+            )
+
+    def _outcome(self, image: _Image) -> ImageOutcome:
+        planned = image.planned
+        assert planned.root is not None
+        if image.failed or image.tagged is None:
+            reason = "; ".join(image.failures) or "cancelled"
+            return ImageOutcome(reference=planned.name, status="failed", source_digest=planned.root.digest,
+                                error=reason)  # fmt: skip
+        fetched = [row for row in image.rows if row.status == "fetched"]
+        present = [row for row in image.rows if row.status == "present"]
+        result = FetchResult(
+            reference=planned.name,
+            source_digest=planned.root.digest,
+            digest=image.tagged.digest,
+            media_type=image.tagged.media_type,
+            platforms=list(planned.request.selection.platforms),
+            blobs_fetched=len(fetched),
+            blobs_present=len(present),
+            bytes_fetched=sum(row.transferred for row in fetched),
+            bytes_present=sum(row.size for row in present),
+            duration_seconds=round((image.finished or time.monotonic()) - image.started, 3),
+            tree=image.rows,
+        )
+        return ImageOutcome(reference=planned.name, status="fetched", source_digest=planned.root.digest, result=result)
+
+
+def _batchable(descriptor: Descriptor, batching: Batching) -> bool:
+    return descriptor.size < batching.single_from and not mediatypes.is_document(descriptor.media_type)

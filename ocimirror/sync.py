@@ -1,0 +1,74 @@
+"""A sync without Prefect: plan, then mirror every changed image at once on threads of this process.
+
+What the command line runs when no Prefect API is configured, and what Python code can call directly.
+The planning (``ocimirror.plan``) and the engine (``ocimirror.mirror``) are the very ones the Prefect flows
+use; only the runner differs. Secrets come from the environment here (a Prefect Secret block needs a
+Prefect run, and says so).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from .config import MirrorConfig, RegistrySettings, SecretReader, StoreSettings, read_env_secret, registry_configs
+from .mirror import LocalRunner, Mirror
+from .plan import ImageRequest, PlannedImage, plan, plan_config
+from .remotes import Registry, RegistryConfig
+from .report import ImageOutcome, SyncResult
+from .store import LayoutStore, open_store
+
+
+def open_registry(
+    registries: dict[str, RegistrySettings], max_connections: int, read_secret: SecretReader = read_env_secret
+) -> Registry:
+    """A registry client for these per-host settings, with pools of ``max_connections`` for every host."""
+    return Registry(
+        registry_configs(registries, read_secret, max_connections),
+        default_config=RegistryConfig(max_connections=max_connections),
+    )
+
+
+def open_target(settings: StoreSettings, read_secret: SecretReader = read_env_secret) -> LayoutStore:
+    """The store these settings name, with secret options read."""
+    return open_store(settings.url, settings.storage_options(read_secret))
+
+
+def run_plan(
+    planned: Sequence[PlannedImage],
+    registry: Registry,
+    store: LayoutStore,
+    concurrency: int,
+    on_image: Callable[[ImageOutcome], None] | None = None,
+) -> SyncResult:
+    """Fetch and tag every planned image of ``planned`` in this process, all at once."""
+    runner = LocalRunner(registry.fetcher, store, concurrency)
+    try:
+        return SyncResult(images=Mirror(store, runner, concurrency, on_image).run(planned))
+    finally:
+        runner.close()
+
+
+def sync(
+    config: MirrorConfig, dry_run: bool = False, on_image: Callable[[ImageOutcome], None] | None = None
+) -> SyncResult:
+    """Bring ``config``'s store up to date with every image it lists (``dry_run``: only plan)."""
+    store = open_target(config.store)
+    with open_registry(config.registries, config.concurrency) as registry:
+        planned = plan_config(config, registry, store)
+        if dry_run:
+            return SyncResult(dry_run=True, images=[image.outcome() for image in planned])
+        return run_plan(planned, registry, store, config.concurrency, on_image)
+
+
+def pull(
+    requests: Sequence[ImageRequest],
+    store: StoreSettings,
+    registries: dict[str, RegistrySettings] | None = None,
+    concurrency: int = 8,
+    on_image: Callable[[ImageOutcome], None] | None = None,
+) -> SyncResult:
+    """Mirror the images ``requests`` name into ``store``, all at once."""
+    target = open_target(store)
+    with open_registry(registries or {}, concurrency) as registry:
+        planned = plan(requests, registry, target, concurrency)
+        return run_plan(planned, registry, target, concurrency, on_image)
