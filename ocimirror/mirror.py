@@ -423,8 +423,13 @@ class Mirror:
     def _deliver(self, node: _Node, image: _Image, fetched_here: bool) -> None:
         """``node`` is in the store: record it for ``image`` and walk on to the children it keeps."""
         descriptor = node.descriptor
-        image.rows.append(TreeRow.of(descriptor, "fetched" if fetched_here else "present",
-                                     transferred=node.transferred if fetched_here else 0))  # fmt: skip
+        image.rows.append(
+            TreeRow.of(
+                descriptor,
+                "fetched" if fetched_here else "present",
+                transferred=node.transferred if fetched_here else 0,
+            )
+        )
         image.blobs_done += 1
         image.bytes_done += descriptor.size
         if not image.failed:
@@ -502,8 +507,9 @@ class Mirror:
         assert planned.root is not None
         if image.failed or image.tagged is None:
             reason = "; ".join(image.failures) or "cancelled"
-            return ImageOutcome(reference=planned.name, status="failed", source_digest=planned.root.digest,
-                                error=reason)  # fmt: skip
+            return ImageOutcome(
+                reference=planned.name, status="failed", source_digest=planned.root.digest, error=reason
+            )
         fetched = [row for row in image.rows if row.status == "fetched"]
         present = [row for row in image.rows if row.status == "present"]
         result = FetchResult(

@@ -146,8 +146,11 @@ def config_requests(
         try:
             available = registry.tags(repository) if spec.lists_tags else []
         except OcimirrorError as error:
-            return PlannedImage(request=ImageRequest(reference=repository, selection=selection), status="failed",
-                                error=f"{type(error).__name__}: {error}")  # fmt: skip
+            return PlannedImage(
+                request=ImageRequest(reference=repository, selection=selection),
+                status="failed",
+                error=f"{type(error).__name__}: {error}",
+            )
         references = [repository.with_tag(tag) for tag in select_tags(spec, available)]
         untagged = Reference(registry=repository.registry, repository=repository.repository)
         references += [untagged.with_digest(digest) for digest in spec.digests]
@@ -169,16 +172,24 @@ def _unique(requests: Iterable[ImageRequest]) -> list[ImageRequest]:
 
 
 def plan(
-    requests: Sequence[ImageRequest], registry: Registry, store: LayoutStore, workers: int = 8
+    requests: Sequence[ImageRequest],
+    registry: Registry,
+    store: LayoutStore,
+    workers: int = 8,
+    refresh: bool = False,
 ) -> list[PlannedImage]:
-    """Resolve every request (in parallel) and compare it with the store; results keep the input order."""
+    """Resolve every request (in parallel) and compare it with the store; results keep the input order.
+
+    With ``refresh``, an image already tagged at the same digest is planned anyway: its tree is walked
+    again (existence checks, no transfer of what is present), so the result describes every blob.
+    """
 
     def plan_one(request: ImageRequest) -> PlannedImage:
         try:
             root = registry.resolve(request.reference)
         except OcimirrorError as error:
             return PlannedImage(request=request, status="failed", error=f"{type(error).__name__}: {error}")
-        current = is_current(store, request.name, root, request.selection)
+        current = not refresh and is_current(store, request.name, root, request.selection)
         return PlannedImage(request=request, status="up-to-date" if current else "planned", root=root)
 
     return parallel(plan_one, _unique(requests), workers)

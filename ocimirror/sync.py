@@ -62,13 +62,12 @@ def sync(
 
 def pull(
     requests: Sequence[ImageRequest],
-    store: StoreSettings,
+    store: LayoutStore,
     registries: dict[str, RegistrySettings] | None = None,
     concurrency: int = 8,
     on_image: Callable[[ImageOutcome], None] | None = None,
 ) -> SyncResult:
     """Mirror the images ``requests`` name into ``store``, all at once."""
-    target = open_target(store)
     with open_registry(registries or {}, concurrency) as registry:
-        planned = plan(requests, registry, target, concurrency)
-        return run_plan(planned, registry, target, concurrency, on_image)
+        planned = plan(requests, registry, store, concurrency)
+        return run_plan(planned, registry, store, concurrency, on_image)

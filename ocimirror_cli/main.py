@@ -14,7 +14,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 import yaml
@@ -25,7 +25,10 @@ from rich.table import Table
 
 from ocimirror import progress as progress_events
 from ocimirror.errors import ConfigError, OcimirrorError
-from ocimirror.report import human_size
+from ocimirror.report import SyncResult, human_size
+
+if TYPE_CHECKING:
+    from ocimirror.config import StoreSettings
 
 app = typer.Typer(
     name="ocimirror",
@@ -63,20 +66,40 @@ def _storage_options(pairs: list[str] | None) -> dict[str, Any]:
 _SECRET_OPTION = re.compile(r"key|secret|token|password|credential", re.IGNORECASE)
 
 
-def _store_settings(url: str, pairs: list[str] | None):
-    """The store for a flow run. Secret-looking options given on the command line travel as environment
-    references, so their values never reach the Prefect server's parameters or the UI."""
-    from ocimirror.config import SecretRef, StoreSettings
+def _prefect_requested(flag: bool) -> bool:
+    """Run on Prefect when asked to, or when a Prefect API is configured in the environment (a profile-only
+    setting needs ``--prefect``: reading profiles would import Prefect, 1.3 s, on every command)."""
+    return flag or bool(os.environ.get("PREFECT_API_URL"))
 
-    options, secrets = {}, {}
-    for key, value in _storage_options(pairs).items():
-        if _SECRET_OPTION.search(key) and isinstance(value, str):
-            variable = "OCIMIRROR_STORAGE_OPTION_" + re.sub(r"[^A-Za-z0-9]", "_", key).upper()
-            os.environ[variable] = value
-            secrets[key] = SecretRef(env=variable)
-        else:
-            options[key] = value
-    return StoreSettings(url=url, options=options, secret_options=secrets)
+
+def _store_for_flows(url: str, options: dict[str, Any]) -> StoreSettings:
+    """The store as flow parameters, with the store object itself registered for this process.
+
+    Options that look secret travel as references to names that are never set anywhere: the flow runs in
+    this process and uses the registered store, so their values never reach the Prefect server, the UI,
+    or the environment that credential helpers started later would inherit.
+    """
+    from ocimirror.config import SecretRef, StoreSettings
+    from ocimirror.store import open_store
+    from tasks.clients import register_store
+
+    plain = {key: value for key, value in options.items() if not _is_secret_option(key, value)}
+    secret = {
+        key: SecretRef(env="OCIMIRROR_CLI_OPTION_" + re.sub(r"[^A-Za-z0-9]", "_", key).upper())
+        for key in options
+        if key not in plain
+    }
+    settings = StoreSettings(url=url, options=plain, secret_options=secret)
+    register_store(settings, open_store(url, options))
+    return settings
+
+
+#: Storage options whose values are treated as secrets (s3fs ``key``/``secret``/``token``, gcsfs ``token``...).
+_SECRET_OPTION = re.compile(r"key|secret|token|password|credential", re.IGNORECASE)
+
+
+def _is_secret_option(key: str, value: object) -> bool:
+    return bool(_SECRET_OPTION.search(key)) and isinstance(value, str)
 
 
 def _quiet_prefect() -> None:
@@ -133,90 +156,150 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+PrefectOption = Annotated[
+    bool,
+    typer.Option(
+        "--prefect",
+        help="Run as a Prefect flow: on the server at PREFECT_API_URL (implied when it is set), else on an "
+        "ephemeral local one.",
+    ),
+]
+
+
 @app.command()
 def pull(
     references: Annotated[list[str], typer.Argument(metavar="REFERENCE...", help="Images to mirror.")],
-    to: Annotated[str, typer.Option("--to", help="Store: a path or fsspec URL (s3://, gs://).")],
+    to: Annotated[str, typer.Option("--to", metavar="STORE", help="Store: a path or fsspec URL (s3://, gs://).")],
     platform: Annotated[
-        list[str] | None, typer.Option("--platform", help="os/arch\\[/variant] to keep (repeatable); default all.")
+        list[str] | None,
+        typer.Option("--platform", metavar="OS/ARCH", help="os/arch\\[/variant] to keep (repeatable); default all."),
     ] = None,
     all_metadata: Annotated[
         bool, typer.Option("--all-metadata", help="Keep every manifest and config; limit only layers.")
     ] = False,
     storage_option: StorageOption = None,
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="Fetches in flight.")] = 8,
+    prefect: PrefectOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Mirror REFERENCE... into the store at --to, then tag each there."""
+    """Mirror REFERENCE... into the store at --to, all at once, and tag each there."""
+    from ocimirror.plan import ImageRequest
     from ocimirror.remotes import parse_reference
     from ocimirror.selection import PlatformSelection
 
-    try:  # refuse bad input before a Prefect server is started for nothing
-        for reference in references:
-            parse_reference(reference)
-        PlatformSelection(platforms=platform or [])
-        store = _store_settings(to, storage_option)
+    try:  # bad input is refused before anything starts
+        selection = PlatformSelection(platforms=platform or [], all_metadata=all_metadata)
+        requests = [ImageRequest(reference=parse_reference(r), selection=selection) for r in references]
+        options = _storage_options(storage_option)
     except (ValueError, ConfigError) as error:
         raise _fail(str(error), EXIT_USAGE) from None
-    _quiet_prefect()
-    from flows.fetch import fetch_image
+    if _prefect_requested(prefect):
+        store = _store_for_flows(to, options)
 
-    results: list[dict[str, Any]] = []
-    with _flow_run_settings(), _progress_display(console.is_terminal and not as_json):
-        for reference in references:
-            state = fetch_image(
-                reference=reference,
+        def run_flow() -> Any:
+            from flows.fetch import pull_images
+
+            return pull_images(
+                references=[str(request.reference) for request in requests],
                 store=store,
-                platforms=platform or [],
+                platforms=list(selection.platforms),
                 all_metadata=all_metadata,
                 concurrency=concurrency,
                 return_state=True,
             )
-            try:
-                results.append(state.result().model_dump(exclude={"tree"}))
-            except Exception as error:  # noqa: BLE001 - one failed reference does not stop the others
-                results.append({"reference": reference, "error": f"{type(error).__name__}: {error}"})
-    if as_json:
-        print(json.dumps({"images": results}, indent=2))
-    for result in [] if as_json else results:  # after the progress bars, so lines are not interleaved
-        if "error" in result:
-            failure = escape(f"{result['reference']}: {result['error']}")
-            console.print(f"[red]failed[/red] {failure}", highlight=False)
-        else:
-            print(
-                f"{result['reference']} {result['digest']} fetched {result['blobs_fetched']} "
-                f"({human_size(result['bytes_fetched'])}), present {result['blobs_present']}"
-            )
-    raise typer.Exit(EXIT_FAILED if any("error" in result for result in results) else 0)
+
+        result = _on_prefect(run_flow, as_json)
+    else:
+        from ocimirror.store import open_store
+        from ocimirror.sync import pull as pull_in_process
+
+        with _progress_display(console.is_terminal and not as_json):
+            result = _in_process(lambda: pull_in_process(requests, open_store(to, options), concurrency=concurrency))
+    _report(result, as_json)
 
 
 @app.command()
 def sync(
     config: Annotated[str, typer.Argument(metavar="CONFIG.yaml", help="Mirror configuration file.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan; write nothing.")] = False,
+    prefect: PrefectOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Bring the store named in CONFIG.yaml up to date with every image it lists."""
-    _quiet_prefect()
-    from flows.mirror import mirror_sync
     from ocimirror.config import load_config
-    from ocimirror.report import SyncResult
 
     try:
         parsed = load_config(config)
     except ConfigError as error:
         raise _fail(str(error), EXIT_USAGE) from None
+    if _prefect_requested(prefect):
+
+        def run_flow() -> Any:
+            from flows.mirror import mirror_sync
+
+            return mirror_sync(config=parsed, dry_run=dry_run, return_state=True)
+
+        result = _on_prefect(run_flow, as_json)
+    else:
+        from ocimirror.sync import sync as sync_in_process
+
+        with _progress_display(console.is_terminal and not as_json and not dry_run):
+            result = _in_process(lambda: sync_in_process(parsed, dry_run=dry_run))
+    _report(result, as_json)
+
+
+def _in_process(run: Callable[[], SyncResult]) -> SyncResult:
+    """Run the core's sync here; a store or registry that refuses before any image starts is exit 1."""
+    try:
+        return run()
+    except (OcimirrorError, OSError) as error:  # OSError: the filesystem refused (e.g. S3 403)
+        raise _fail(f"{type(error).__name__}: {error}", EXIT_FAILED) from None
+
+
+def _on_prefect(run_flow: Callable[[], Any], as_json: bool) -> SyncResult:
+    """Run a flow on the configured Prefect server (or an ephemeral one) and return its SyncResult."""
+    _quiet_prefect()
+    from ocimirror.report import SyncFailed
+
     with _flow_run_settings(), _progress_display(console.is_terminal and not as_json):
-        state = mirror_sync(config=parsed, dry_run=dry_run, return_state=True)
-    result = state.result(raise_on_failure=False)
-    if not isinstance(result, SyncResult):  # the flow itself crashed; no per-image result to show
-        raise _fail(f"sync failed: {state.message or result}", EXIT_FAILED)
+        state = run_flow()
+    _say_where(state)
+    try:
+        result = state.result()
+    except SyncFailed as failed:
+        return failed.result
+    except Exception as error:  # noqa: BLE001 - the flow itself failed before reporting any image
+        raise _fail(f"{type(error).__name__}: {error}", EXIT_FAILED) from None
+    if not isinstance(result, SyncResult):
+        raise _fail(f"the flow returned {type(result).__name__}, not a sync result", EXIT_FAILED)
+    return result
+
+
+def _say_where(state: Any) -> None:
+    """Where the run can be seen, when that is a server that outlives this command."""
+    from prefect.settings import get_current_settings
+
+    ui = get_current_settings().ui_url
+    if os.environ.get("PREFECT_API_URL") and ui and state.state_details.flow_run_id:
+        console.print(f"run: {ui}/runs/flow-run/{state.state_details.flow_run_id}", highlight=False)
+
+
+def _report(result: SyncResult, as_json: bool) -> None:
+    """Print the result (one line an image, or one JSON document) and exit 0, or 1 if any image failed."""
     if as_json:
         print(result.model_dump_json(indent=2, exclude={"images": {"__all__": {"result": {"tree"}}}}))
     else:
         for image in result.images:
-            detail = image.error or image.source_digest or ""
-            print(f"{image.status:<11} {image.reference} {detail}")
+            if image.status == "failed":
+                failure = escape(f"{image.reference}: {image.error or ''}")
+                console.print(f"[red]failed[/red]      {failure}", highlight=False)
+            elif image.result is not None:
+                r = image.result
+                fetched = f"fetched {r.blobs_fetched} ({human_size(r.bytes_fetched)}), present {r.blobs_present}"
+                print(f"fetched     {image.reference} {r.digest} {fetched}")
+            else:
+                print(f"{image.status.replace('-', ' '):<11} {image.reference} {image.source_digest or ''}")
+        console.print(result.summary(), highlight=False)
     raise typer.Exit(EXIT_FAILED if result.failed else 0)
 
 

@@ -1,4 +1,5 @@
-"""The core objects tasks work with, built inside the worker process and reused across tasks.
+"""What tasks need to reach registries and the store, as plain settings, and the live clients built from
+them once per worker process.
 
 Task parameters are plain, serialisable settings (no sessions, no filesystems, no secrets), so they show
 in the UI and hash cleanly; the live objects (registry sessions with pooled connections, fsspec stores)
@@ -7,16 +8,17 @@ are built here once per process and settings. Secrets are read here, never passe
 
 from __future__ import annotations
 
-import json
 import threading
 from functools import lru_cache
 
 from prefect.blocks.system import Secret
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from ocimirror.config import RegistrySettings, SecretRef, StoreSettings, read_env_secret, registry_configs
+from ocimirror.config import RegistrySettings, SecretRef, StoreSettings, read_env_secret
 from ocimirror.errors import ConfigError
-from ocimirror.remotes import Registry, RegistryConfig
-from ocimirror.store import LayoutStore, open_store
+from ocimirror.remotes import Registry
+from ocimirror.store import LayoutStore
+from ocimirror.sync import open_registry, open_target
 
 
 def read_secret(ref: SecretRef) -> str:
@@ -30,35 +32,49 @@ def read_secret(ref: SecretRef) -> str:
     return str(value)
 
 
+class Target(BaseModel):
+    """Into which store, and how to reach the registries: everything a task needs besides its work."""
+
+    model_config = ConfigDict(frozen=True)
+
+    store: StoreSettings
+    registries: dict[str, RegistrySettings] = Field(default_factory=dict)
+    concurrency: int = 8
+
+    def registry(self) -> Registry:
+        """The shared registry client for these settings, with connection pools of ``concurrency``."""
+        with _building:
+            return _registry(_REGISTRIES.dump_json(self.registries).decode(), self.concurrency)
+
+    def open_store(self) -> LayoutStore:
+        """The shared store object for these settings."""
+        with _building:
+            key = self.store.model_dump_json()
+            return _registered.get(key) or _store(key)
+
+
 #: Tasks start in parallel threads: one lock so the first calls build one shared object, not one each.
 _building = threading.Lock()
 
 
+_REGISTRIES = TypeAdapter(dict[str, RegistrySettings])
+
+
 @lru_cache(maxsize=32)
-def _registry(registries_json: str, max_connections: int) -> Registry:
-    registries = {
-        host: RegistrySettings.model_validate(settings) for host, settings in json.loads(registries_json).items()
-    }
-    return Registry(
-        registry_configs(registries, read_secret, max_connections),
-        default_config=RegistryConfig(max_connections=max_connections),
-    )
-
-
-def registry_client(registries: dict[str, RegistrySettings], max_connections: int) -> Registry:
-    """The shared registry client for these settings, with connection pools of ``max_connections``."""
-    key = json.dumps({host: settings.model_dump(mode="json") for host, settings in registries.items()}, sort_keys=True)
-    with _building:
-        return _registry(key, max_connections)
+def _registry(registries_json: str, concurrency: int) -> Registry:
+    return open_registry(_REGISTRIES.validate_json(registries_json), concurrency, read_secret)
 
 
 @lru_cache(maxsize=32)
 def _store(settings_json: str) -> LayoutStore:
-    settings = StoreSettings.model_validate_json(settings_json)
-    return open_store(settings.url, settings.storage_options(read_secret))
+    return open_target(StoreSettings.model_validate_json(settings_json), read_secret)
 
 
-def target_store(settings: StoreSettings) -> LayoutStore:
-    """The shared store object for these settings."""
+def register_store(settings: StoreSettings, store: LayoutStore) -> None:
+    """Use ``store`` for ``settings`` in this process: a caller that opened the store itself (the command
+    line, with secret options from its arguments) runs flows without handing those secrets to anyone."""
     with _building:
-        return _store(settings.model_dump_json())
+        _registered[settings.model_dump_json()] = store
+
+
+_registered: dict[str, LayoutStore] = {}

@@ -1,39 +1,38 @@
-"""The task the flows map over an image's tree: fetch one descriptor, return its selected children."""
+"""The tasks the flows run for the engine (``ocimirror.mirror``): fetch a unit of descriptors, tag an image.
+
+A unit is one manifest, index or large layer (named like ``layer sha256:1a2b3c4d 30.0 MB``) or a batch of
+small blobs (``12 blobs 1.4 MB``); a failure inside a batch names the descriptor that failed.
+"""
 
 from __future__ import annotations
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 
-from ocimirror.config import RegistrySettings, StoreSettings
 from ocimirror.descriptor import Descriptor
-from ocimirror.pull import pull_handler
-from ocimirror.remotes.reference import parse_reference
-from ocimirror.report import describe
-from ocimirror.selection import PlatformSelection
+from ocimirror.mirror import Fetched, FetchUnit, fetch_descriptors
+from ocimirror.plan import PlannedImage
+from ocimirror.pull import tag_image
 
-from .clients import registry_client, target_store
-from .policy import RETRY_POLICY
-
-
-def _run_name() -> str:
-    """``layer sha256:1a2b3c4d 30.0 MB``: what a person needs to recognise a task run in the UI."""
-    descriptor = task_run.parameters["descriptor"]
-    return describe(descriptor if isinstance(descriptor, Descriptor) else Descriptor.model_validate(descriptor))
+from .clients import Target
+from .policy import mirror_task
 
 
-@task(name="fetch-descriptor", task_run_name=_run_name, cache_policy=NO_CACHE, persist_result=False, **RETRY_POLICY)
-def fetch_descriptor(
-    descriptor: Descriptor,
-    reference: str,
-    store: StoreSettings,
-    registries: dict[str, RegistrySettings],
-    selection: PlatformSelection,
-    concurrency: int,
-) -> list[Descriptor]:
-    """Copy ``descriptor``'s content from the registry of ``reference`` into ``store`` (verified, resumed
-    if interrupted) and return the children ``selection`` keeps, for the flow's next level."""
-    registry = registry_client(registries, concurrency)
-    fetcher = registry.fetcher(parse_reference(reference))
-    return list(pull_handler(fetcher, target_store(store), selection)(descriptor))
+def _unit_name() -> str:
+    unit = task_run.parameters["unit"]
+    return unit.describe() if isinstance(unit, FetchUnit) else "fetch"
+
+
+@mirror_task(name="fetch", run_name=_unit_name)
+def fetch_unit(unit: FetchUnit, target: Target) -> list[Fetched]:
+    """Copy ``unit``'s descriptors from its source registry into the store (verified, resumed if
+    interrupted) and return what each brought, children of documents included."""
+    fetcher = target.registry().fetcher(unit.source)
+    return fetch_descriptors(fetcher, target.open_store(), unit.descriptors)
+
+
+@mirror_task(name="tag-image", run_name="tag {image.name}")
+def tag_planned(image: PlannedImage, target: Target) -> Descriptor:
+    """Point the image's name at its root (or its platform-filtered index) in the store's index.json: the
+    last step, after every blob under it is committed."""
+    assert image.root is not None, "only a planned image is tagged"
+    return tag_image(target.open_store(), image.name, image.root, image.request.selection)

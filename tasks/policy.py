@@ -1,20 +1,24 @@
-"""How ocimirror's tasks retry: transient failures with exponential backoff and jitter, never permanent ones.
+"""How ocimirror's tasks are declared: Prefect retries of transient failures only, with the core's policy.
 
-A 404, refused credentials, a digest mismatch or an invalid manifest will fail the same way every time;
-retrying them only delays the report. The split is the core's (``ocimirror.errors.is_transient``).
+A 404, refused credentials, a digest served wrong twice or an invalid manifest fail the same way every
+time; retrying them only delays the report. The split is the core's (``ocimirror.errors.is_transient``)
+and so are the numbers (``ocimirror.retry``): the in-process engine retries exactly as these tasks do.
+Results are never cached or persisted: the store is the idempotency check.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from ocimirror.errors import is_transient
+from ocimirror.retry import BACKOFF_SECONDS, JITTER, RETRIES
 
-RETRIES = 3
-RETRY_DELAYS = exponential_backoff(backoff_factor=1)
-RETRY_JITTER = 0.5
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -26,10 +30,15 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-#: Keyword arguments for ``@task`` shared by every task that talks to a registry or a store.
-RETRY_POLICY: dict[str, Any] = {
-    "retries": RETRIES,
-    "retry_delay_seconds": RETRY_DELAYS,
-    "retry_jitter_factor": RETRY_JITTER,
-    "retry_condition_fn": retry_transient,
-}
+def mirror_task(name: str, run_name: str | Callable[[], str]) -> Callable[[F], F]:
+    """``@task`` with the policy every ocimirror task shares."""
+    return task(  # type: ignore[return-value]
+        name=name,
+        task_run_name=run_name,
+        cache_policy=NO_CACHE,
+        persist_result=False,
+        retries=RETRIES,
+        retry_delay_seconds=exponential_backoff(backoff_factor=BACKOFF_SECONDS),
+        retry_jitter_factor=JITTER,
+        retry_condition_fn=retry_transient,
+    )
