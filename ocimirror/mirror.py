@@ -135,9 +135,11 @@ class Runner(Protocol):
 class Batching:
     """How small blobs share a unit of work. Documents and blobs of ``single_from`` bytes or more always go
     alone (a person wants to see a manifest or a large layer by name); the rest are grouped, at most
-    ``max_count`` and ``max_bytes`` a batch, spread over the free slots so batching never idles a slot."""
+    ``max_count`` and ``max_bytes`` a batch. Batches are at least ``min_count`` blobs when that many are
+    waiting, and smaller when spreading a long queue over every slot needs it."""
 
     single_from: int
+    min_count: int
     max_count: int
     max_bytes: int
 
@@ -242,6 +244,7 @@ class Mirror:
         self._images: list[_Image] = []
         self._in_flight = 0
         self._probing = 0
+        self._unprobed: list[_Node] = []
         self._stop = threading.Event()
         self._last_progress = 0.0
 
@@ -270,6 +273,7 @@ class Mirror:
                 assert image.planned.root is not None
                 self._need(image, image.planned.root)
                 self._check_finished(image)
+            self._flush_probes()
             while self._busy():
                 try:
                     event = self._events.get(timeout=PROGRESS_INTERVAL_SECONDS)
@@ -277,6 +281,7 @@ class Mirror:
                     self._publish_progress()
                     continue
                 event()
+                self._flush_probes()
                 self._submit_ready()
                 self._publish_progress()
         except BaseException:
@@ -313,7 +318,7 @@ class Mirror:
             node = self._nodes[descriptor.digest] = _Node(descriptor)
             transfers.watch(self, [descriptor.digest])
             node.waiters.append(image)
-            self._probe(node)
+            self._unprobed.append(node)
         elif node.state == "done":
             self._deliver(node, image, fetched_here=False)
         elif node.state == "failed":
@@ -322,31 +327,45 @@ class Mirror:
         else:
             node.waiters.append(image)
 
-    def _probe(self, node: _Node) -> None:
+    def _flush_probes(self) -> None:
+        """Check the store for every node discovered since the last event, in parallel, and take the
+        answers back as one event: siblings (a manifest's layers) reach the queue together, so they can be
+        spread over the free slots or batched, rather than trickling in one by one."""
+        if not self._unprobed:
+            return
+        group, self._unprobed = self._unprobed, []
         self._probing += 1
+        outcomes: list[object] = [None] * len(group)
+        remaining = [len(group)]
+        lock = threading.Lock()
 
-        def probe() -> None:
+        def probe(position: int, node: _Node) -> None:
             try:
                 present = self._store.exists(node.descriptor)
-                children = tuple(self._children(node.descriptor)) if present else ()
-                outcome: object = (present, children)
+                outcomes[position] = (present, tuple(self._children(node.descriptor)) if present else ())
             except BaseException as error:  # noqa: BLE001 - reported against the descriptor
-                outcome = error
-            self._post(lambda: self._probed(node, outcome))
+                outcomes[position] = error
+            with lock:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                self._post(lambda: self._probed(group, outcomes))
 
-        self._probe_pool.submit(probe)
+        for position, node in enumerate(group):
+            self._probe_pool.submit(probe, position, node)
 
-    def _probed(self, node: _Node, outcome: object) -> None:
+    def _probed(self, group: list[_Node], outcomes: list[object]) -> None:
         self._probing -= 1
-        if isinstance(outcome, BaseException):
-            self._node_failed(node, outcome)
-        elif isinstance(outcome, tuple) and outcome[0]:
-            self._node_done(node, Fetched(node.descriptor, outcome[1], 0), fetched=False)
-        elif any(not waiter.failed for waiter in node.waiters):
-            node.state = "queued"
-            self._queue.append(node)
-        else:
-            self._node_failed(node, None)
+        for node, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                self._node_failed(node, outcome)
+            elif isinstance(outcome, tuple) and outcome[0]:
+                self._node_done(node, Fetched(node.descriptor, outcome[1], 0), fetched=False)
+            elif any(not waiter.failed for waiter in node.waiters):
+                node.state = "queued"
+                self._queue.append(node)
+            else:
+                self._node_failed(node, None)
 
     def _submit_ready(self) -> None:
         while self._queue and self._in_flight < self._limit and not self._stop.is_set():
@@ -374,8 +393,8 @@ class Mirror:
             for node in self._queue
             if _batchable(node.descriptor, batching) and node.waiters[0].planned.source == source
         ]
-        free_slots = self._limit - self._in_flight
-        share = -(-(len(candidates) + 1) // free_slots)  # ceil: spread the small blobs over the free slots
+        # Spread many small blobs over every slot, but never below min_count a batch: fewer task runs win.
+        share = max(batching.min_count, -(-(len(candidates) + 1) // self._limit))
         batch, size = [head], head.descriptor.size
         for node in candidates:
             if len(batch) >= min(share, batching.max_count) or size + node.descriptor.size > batching.max_bytes:
@@ -486,10 +505,9 @@ class Mirror:
             return
         self._last_progress = now
         for image in self._images:
+            nodes = [self._nodes.get(digest) for digest in image.seen]  # dropped nodes are gone
             in_flight = sum(
-                min(self._nodes[d].streamed, self._nodes[d].descriptor.size)
-                for d in image.seen
-                if self._nodes[d].state == "running"
+                min(node.streamed, node.descriptor.size) for node in nodes if node and node.state == "running"
             )
             progress.publish(
                 progress.Progress(

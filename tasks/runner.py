@@ -1,8 +1,9 @@
 """The engine's Runner on Prefect: each unit of work is a task run on the flow's task runner.
 
 Small blobs are batched, since a task run costs ~25 ms of wall time on a 2-core machine with the server
-recording it: below ``SINGLE_FROM`` bytes a blob shares a task run with others (up to ``MAX_COUNT`` blobs
-or ``MAX_BYTES`` a batch). Measured with ``bench/compare_skopeo.py``: see bench/README.md.
+recording it, while a 16 KiB blob takes ~5 ms to fetch: below ``SINGLE_FROM`` bytes a blob shares a task
+run with others (``MIN_COUNT`` to ``MAX_COUNT`` blobs, at most ``MAX_BYTES``). Measured with
+``bench/compare_skopeo.py``: see bench/README.md.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from .clients import Target
 from .fetch import fetch_unit, tag_planned
 
 #: Blobs from this size on get a task run of their own.
-SINGLE_FROM = 4 * 1024 * 1024
-#: At most this many blobs, and this many bytes, share one task run.
+SINGLE_FROM = 1024 * 1024
+#: A batch takes at least this many blobs when they are waiting, at most ``MAX_COUNT`` and ``MAX_BYTES``.
+MIN_COUNT = 8
 MAX_COUNT = 32
-MAX_BYTES = 16 * 1024 * 1024
+MAX_BYTES = 4 * 1024 * 1024
 
 
 def _report(done: Done) -> Any:
@@ -40,7 +42,7 @@ def _report(done: Done) -> Any:
 class PrefectRunner:
     """Submits the engine's units of work as task runs of the running flow."""
 
-    batching = Batching(single_from=SINGLE_FROM, max_count=MAX_COUNT, max_bytes=MAX_BYTES)
+    batching = Batching(single_from=SINGLE_FROM, min_count=MIN_COUNT, max_count=MAX_COUNT, max_bytes=MAX_BYTES)
 
     def __init__(self, target: Target) -> None:
         self._target = target

@@ -1,0 +1,186 @@
+"""A sync of many images, on both paths: in this process (``ocimirror.sync``) and as one Prefect flow run
+(``flows.mirror.mirror_sync`` on the test server). Same registry, same faults, same expected outcomes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ocimirror import progress
+from ocimirror.config import parse_config
+from ocimirror.digest import short
+from ocimirror.report import SyncFailed, SyncResult
+from ocimirror.store import open_store
+from ocimirror.verify import verify_store
+from tests.fixtures.faultproxy import Fault
+
+Sync = Callable[[dict[str, Any]], SyncResult]
+
+
+def _in_process(config: dict[str, Any]) -> SyncResult:
+    from ocimirror.sync import sync
+
+    return sync(parse_config(config))
+
+
+def _on_prefect(config: dict[str, Any]) -> SyncResult:
+    from flows.mirror import mirror_sync
+
+    try:
+        return mirror_sync(config=config)
+    except SyncFailed as failed:
+        return failed.result
+
+
+@pytest.fixture(params=["in-process", "prefect"])
+def run_sync(request: pytest.FixtureRequest) -> Sync:
+    if request.param == "prefect":
+        request.getfixturevalue("prefect_server")
+        return _on_prefect
+    return _in_process
+
+
+def _config(store: Path, *sources: str, **settings: Any) -> dict[str, Any]:
+    images = [{"source": source.rsplit(":", 1)[0], "tags": [source.rsplit(":", 1)[1]]} for source in sources]
+    return {"store": {"url": str(store)}, "images": images, "concurrency": 4, **settings}
+
+
+def _tags_in_order(store: Path) -> list[str]:
+    return [entry.annotations["org.opencontainers.image.ref.name"] for entry in open_store(str(store)).images()]
+
+
+def test_shared_content_is_fetched_once_across_images(run_sync, seeded_registry, fault_proxy, tmp_path) -> None:
+    shared = seeded_registry.images["test/shared-a:v1"].descriptors[1]  # config first, then the shared base
+    assert shared in seeded_registry.images["test/shared-b:v1"].descriptors
+    store = tmp_path / "store"
+    result = run_sync(_config(store, f"{fault_proxy.host}/test/shared-a:v1", f"{fault_proxy.host}/test/shared-b:v1"))
+
+    assert [image.status for image in result.images] == ["fetched", "fetched"]
+    assert len(fault_proxy.recorded(path_contains=f"/blobs/{shared.digest}")) == 1
+    rows = [row for image in result.images for row in image.result.tree if row.digest == shared.digest]
+    assert sorted(row.status for row in rows) == ["fetched", "present"]
+    assert verify_store(open_store(str(store))).ok
+
+    again = run_sync(_config(store, f"{fault_proxy.host}/test/shared-a:v1", f"{fault_proxy.host}/test/shared-b:v1"))
+    assert [image.status for image in again.images] == ["up-to-date", "up-to-date"]
+    assert again.summary() == "2 image(s): 2 up to date"
+
+
+def test_a_stalled_registry_does_not_hold_back_other_images(run_sync, seeded_registry, make_fault_proxy, tmp_path):
+    slow = make_fault_proxy(seeded_registry.url)
+    (layer,) = [d for d in seeded_registry.images["test/single:v1"].descriptors if d.kind == "layer"]
+    slow.add(Fault(kind="stall", path_contains=f"/blobs/{layer.digest}", delay=3.0, times=1))
+    store = tmp_path / "store"
+    stalled, quick = f"{slow.host}/test/single:v1", seeded_registry.reference("test/shared-a:v1")
+
+    result = run_sync(_config(store, stalled, quick))  # the stalled image comes first in the config
+
+    assert [image.status for image in result.images] == ["fetched", "fetched"]
+    assert _tags_in_order(store) == [quick, stalled]  # tagged as each completed, not in config order
+    assert verify_store(open_store(str(store))).ok
+
+
+def test_one_failed_blob_fails_only_its_image_and_is_named(run_sync, seeded_registry, fault_proxy, tmp_path) -> None:
+    many = seeded_registry.images["test/many:v1"]
+    broken = [d for d in many.descriptors if d.kind == "layer"][7]
+    fault_proxy.add(Fault(kind="status", path_contains=f"/blobs/{broken.digest}", status=404, times=None))
+    store = tmp_path / "store"
+
+    result = run_sync(_config(store, f"{fault_proxy.host}/test/many:v1", f"{fault_proxy.host}/test/shared-b:v1"))
+
+    failed, fine = result.images
+    assert failed.status == "failed" and fine.status == "fetched"
+    assert f"layer {short(broken.digest)}" in failed.error and "NotFound" in failed.error
+    assert _tags_in_order(store) == [fine.reference]  # no tag for the incomplete image
+    assert verify_store(open_store(str(store))).ok
+
+
+def test_progress_counts_bytes_in_flight(seeded_registry, make_fault_proxy, tmp_path) -> None:
+    proxy = make_fault_proxy(seeded_registry.url)
+    (layer,) = [d for d in seeded_registry.images["test/single:v1"].descriptors if d.kind == "layer"]
+    proxy.add(Fault(kind="stall", path_contains=f"/blobs/{layer.digest}", delay=1.5, times=1))
+    events: list[progress.Progress] = []
+    unsubscribe = progress.subscribe(events.append)
+    try:
+        result = _in_process(_config(tmp_path / "store", f"{proxy.host}/test/single:v1"))
+    finally:
+        unsubscribe()
+
+    assert result.images[0].status == "fetched"
+    total = events[-1].bytes_total
+    assert events[-1].finished and events[-1].bytes_done == total
+    unfinished = [event for event in events if not event.finished]
+    assert all(event.bytes_done < total for event in unfinished)  # never "done" before the end
+    # while the stalled layer's first half sat in the ingest, progress showed those bytes
+    assert any(event.blobs_done < event.blobs_total and event.bytes_done >= layer.size // 2 for event in unfinished)
+
+
+def test_a_failed_sync_raises_an_error_that_names_the_images_and_carries_the_result(
+    prefect_server, seeded_registry, tmp_path
+) -> None:
+    from flows.mirror import mirror_sync
+
+    config = _config(tmp_path / "store", seeded_registry.reference("test/single:nope"),
+                     seeded_registry.reference("test/single:v1"))  # fmt: skip
+    with pytest.raises(SyncFailed) as raised:
+        mirror_sync(config=json.dumps(config))  # JSON text, as the UI's text field gives it
+    assert "test/single:nope" in str(raised.value)
+    assert [image.status for image in raised.value.result.images] == ["failed", "fetched"]
+
+    state = mirror_sync(config=config, return_state=True)
+    assert state.is_failed() and state.message == "2 image(s): 1 up to date, 1 failed"
+
+
+def test_one_flow_run_per_sync_with_batched_task_runs(prefect_server, seeded_registry, tmp_path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
+
+    from flows.mirror import mirror_sync
+
+    images = ["test/many:v1", "test/shared-a:v1", "test/shared-b:v1", "test/multiarch:v1"]
+    with get_client(sync_client=True) as client:
+        flow_runs_before = client.count_flow_runs()
+    state = mirror_sync(
+        config=_config(tmp_path / "store", *[seeded_registry.reference(i) for i in images]), return_state=True
+    )
+    assert state.is_completed()
+    blobs = {d.digest for name in images for d in seeded_registry.images[name].all_descriptors()}
+
+    deadline = time.monotonic() + 20  # the server records task runs from events, shortly after the fact
+    in_run = TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+    with get_client(sync_client=True) as client:
+        assert client.count_flow_runs() == flow_runs_before + 1  # no subflow per image
+        while True:
+            runs = client.read_task_runs(task_run_filter=in_run)
+            fetches = [run for run in runs if run.task_key.startswith("fetch_unit")]
+            counted = sum(int(run.name.split()[0]) if " blobs " in run.name else 1 for run in fetches)
+            if counted >= len(blobs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    assert counted == len(blobs)  # every blob fetched once, in one flow run
+    assert len(fetches) < len(blobs) / 2  # small blobs share task runs
+    assert any(run.name.endswith(("B", "kB")) and " blobs " in run.name for run in fetches)
+    assert sum(1 for run in runs if run.task_key.startswith("tag_planned")) == len(images)
+
+
+def test_the_command_line_without_a_prefect_api_never_touches_prefect(seeded_registry, tmp_path) -> None:
+    home = tmp_path / "prefect-home"
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
+    environment["PREFECT_HOME"] = str(home)
+    completed = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "ocimirror_cli", "pull",
+         seeded_registry.reference("test/single:v1"), "--to", str(tmp_path / "store")],
+        capture_output=True, text=True, env=environment, timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    imported = [line.split("|")[-1].strip() for line in completed.stderr.splitlines() if line.startswith("import time")]
+    assert "ocimirror.sync" in imported and not [name for name in imported if name.split(".")[0] == "prefect"]
+    assert not home.exists()  # no database, no profile, no server
