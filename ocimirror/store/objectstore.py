@@ -304,7 +304,8 @@ class S3Backend(ObjectStoreBackend):
     def read_versioned(self, key: str) -> tuple[bytes | None, str | None]:
         bucket, name, _ = self.fs.split_path(key)
         try:
-            return sync(self.fs.loop, self._get_object, bucket, name)
+            found: tuple[bytes, str] = sync(self.fs.loop, self._get_object, bucket, name)  # fsspec is untyped
+            return found
         except FileNotFoundError:
             return None, None
 
@@ -344,7 +345,8 @@ def _is_s3_conflict(error: BaseException) -> bool:
 def _s3_error_code(error: BaseException) -> str | None:
     """The S3 error code (``NoSuchKey``, ``PreconditionFailed``...) behind an error s3fs translated."""
     response = getattr(error.__cause__, "response", None) or {}
-    return response.get("Error", {}).get("Code")
+    code = response.get("Error", {}).get("Code")
+    return code if isinstance(code, str) else None
 
 
 class GCSBackend(ObjectStoreBackend):
