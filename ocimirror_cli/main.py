@@ -42,6 +42,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document with the results.")]
+StoreArgument = Annotated[str, typer.Argument(metavar="STORE", help="A path or fsspec URL (s3://, gs://).")]
 StorageOption = Annotated[
     list[str] | None,
     typer.Option("--storage-option", "-o", metavar="KEY=VALUE", help="fsspec storage option (repeatable)."),
@@ -136,15 +137,16 @@ def _fail(message: str, code: int) -> typer.Exit:
 @app.command()
 def pull(
     references: Annotated[list[str], typer.Argument(metavar="REFERENCE...", help="Images to mirror.")],
-    to: Annotated[str, typer.Option("--to", help="Store: a path or fsspec URL (s3://, gs://).")],
+    to: Annotated[str, typer.Option("--to", metavar="STORE", help="Store: a path or fsspec URL (s3://, gs://).")],
     platform: Annotated[
-        list[str] | None, typer.Option("--platform", help="os/arch\\[/variant] to keep (repeatable); default all.")
+        list[str] | None,
+        typer.Option("--platform", metavar="OS/ARCH", help="os/arch\\[/variant] to keep (repeatable); default all."),
     ] = None,
     all_metadata: Annotated[
         bool, typer.Option("--all-metadata", help="Keep every manifest and config; limit only layers.")
     ] = False,
     storage_option: StorageOption = None,
-    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Fetches in flight.")] = 8,
+    concurrency: Annotated[int, typer.Option(metavar="N", min=1, max=64, help="Fetches in flight.")] = 8,
     as_json: JsonOption = False,
 ) -> None:
     """Mirror REFERENCE... into the store at --to, then tag each there."""
@@ -236,7 +238,7 @@ def _inspect(store: str, storage_option: list[str] | None, action: Callable[[Any
 
 @app.command("ls")
 def list_store(
-    store: Annotated[str, typer.Argument(metavar="STORE")],
+    store: StoreArgument,
     storage_option: StorageOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -259,7 +261,7 @@ def list_store(
 
 @app.command()
 def verify(
-    store: Annotated[str, typer.Argument(metavar="STORE")],
+    store: StoreArgument,
     storage_option: StorageOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -286,7 +288,7 @@ def schema() -> None:
 
 @app.command()
 def serve(
-    store: Annotated[str, typer.Argument(metavar="STORE")],
+    store: StoreArgument,
     listen: Annotated[str, typer.Option(metavar="HOST:PORT", help="Address to listen on.")] = "127.0.0.1:5000",
     storage_option: StorageOption = None,
 ) -> None:
@@ -313,9 +315,9 @@ def serve(
 
 @app.command()
 def demo(
-    store: Annotated[str, typer.Option(help="Local directory for the demo store.")] = "./demo-store",
+    store: Annotated[str, typer.Option(metavar="DIR", help="Local directory for the demo store.")] = "./demo-store",
 ) -> None:
-    """Mirror a sample image from a local registry (started here) into STORE, then verify it."""
+    """Mirror a sample image from a local registry (started here) into a local store, then verify it."""
     _quiet_prefect()
     from pathlib import Path
 
