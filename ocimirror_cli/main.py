@@ -1,4 +1,4 @@
-"""``ocimirror``: the command-line contract of DESIGN.md §6.
+"""``ocimirror``: the command-line contract of the README's "Command line" section.
 
 ``pull`` and ``sync`` run the Prefect flows (on the ephemeral server unless ``PREFECT_API_URL`` is set, so
 runs show in whichever UI the user has); ``ls`` and ``verify`` read the store with the core alone. Output is

@@ -1,4 +1,4 @@
-"""The command-line contract (DESIGN.md §6): outputs and exit codes, against real registries and stores."""
+"""The command-line contract (README, "Command line"): outputs and exit codes, against real registries and stores."""
 
 from __future__ import annotations
 
