@@ -91,3 +91,11 @@ def test_prefect_yaml_deployments_point_at_real_flows() -> None:
             assert (ROOT / config).exists()
     nightly = next(d for d in document["deployments"] if d["name"] == "nightly")
     assert nightly["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+
+
+def test_schedule_script_starts() -> None:
+    """``deployments/schedule.py`` imports the flows it schedules and parses its arguments."""
+    script = ROOT / "deployments" / "schedule.py"
+    result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--cron" in result.stdout
