@@ -303,7 +303,10 @@ def serve(
         layout.check_layout()
     except (OcimirrorError, OSError) as error:  # OSError: the filesystem refused (e.g. S3 403)
         raise _fail(str(error), EXIT_FAILED) from None
-    server = RegistryServer(layout, (host.strip("[]") or "127.0.0.1", int(port)))
+    try:
+        server = RegistryServer(layout, (host.strip("[]") or "127.0.0.1", int(port)))
+    except OSError as error:  # the port is taken, the address is not this machine's, the name does not resolve
+        raise _fail(f"cannot listen on {listen}: {error.strerror or error}", EXIT_FAILED) from None
     console.print(f"serving {layout} at {server.url} (Ctrl-C to stop)", highlight=False)
     try:
         server.serve_forever()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -128,6 +129,21 @@ def test_a_path_that_is_no_store_is_an_error_not_an_empty_store(command: str, tm
     assert result.returncode == 1
     assert "not an OCI image layout" in result.stderr and "oci-layout" in result.stderr
     assert len(result.stderr.splitlines()) == 1, "piped, a message is one line however narrow the terminal"
+
+
+def test_serve_on_a_port_in_use_is_one_error_line(tmp_path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (store / "index.json").write_text('{"schemaVersion": 2, "manifests": []}')
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = cli("serve", str(store), "--listen", address)
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()  # one message, no traceback
+    assert line.startswith(f"error: cannot listen on {address}: ") and "in use" in line
 
 
 def test_secret_storage_options_never_reach_the_prefect_server(seeded_registry, prefect_server, tmp_path) -> None:
