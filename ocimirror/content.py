@@ -8,7 +8,7 @@ the two, and is all a fetch handler needs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import closing
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -37,7 +37,7 @@ class Status(BaseModel):
 class Fetcher(Protocol):
     """Streams the content of descriptors."""
 
-    def fetch(self, descriptor: Descriptor, offset: int = 0) -> Iterator[bytes]:
+    def fetch(self, descriptor: Descriptor, offset: int = 0) -> Generator[bytes, None, None]:
         """Yield the content of ``descriptor`` from byte ``offset`` to its end.
 
         Never yields more than ``descriptor.size - offset`` bytes in total. The caller closes the iterator

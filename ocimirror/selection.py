@@ -83,7 +83,7 @@ class PlatformSelection(BaseModel):
         if not self.platforms:
             return list(children)
         if self.all_metadata:
-            return filter_manifest_by_platform(lambda _: children, any_of(self.platforms))(parent)
+            return list(filter_manifest_by_platform(lambda _: children, any_of(self.platforms))(parent))
         if mediatypes.is_index(parent.media_type):
             return self.select(parent, children)
         return list(children)

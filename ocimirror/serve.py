@@ -194,7 +194,7 @@ class RegistryServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
+        host, port = self.socket.getsockname()[:2]  # an IPv4 (host, port), never bytes as server_address may be
         return f"http://{host}:{port}"
 
     def tags(self) -> dict[str, set[str]]:

@@ -10,7 +10,8 @@ travel through a Prefect task's parameters. A watcher that stops makes every chu
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
+from contextlib import closing
 from typing import Protocol
 
 from .content import Fetcher
@@ -68,17 +69,12 @@ class _WatchedFetcher:
     def __init__(self, fetcher: Fetcher) -> None:
         self._fetcher = fetcher
 
-    def fetch(self, descriptor: Descriptor, offset: int = 0) -> Iterator[bytes]:
+    def fetch(self, descriptor: Descriptor, offset: int = 0) -> Generator[bytes, None, None]:
         _report(descriptor.digest, 0)  # a cancelled run starts no new transfer
-        chunks = self._fetcher.fetch(descriptor, offset)
-        try:
+        with closing(self._fetcher.fetch(descriptor, offset)) as chunks:
             for chunk in chunks:
                 _report(descriptor.digest, len(chunk))
                 yield chunk
-        finally:
-            close = getattr(chunks, "close", None)  # a generator's close() releases its connection early
-            if close is not None:
-                close()
 
 
 def watched(fetcher: Fetcher) -> Fetcher:

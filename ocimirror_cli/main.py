@@ -1,4 +1,4 @@
-"""``ocimirror``: the command-line contract of DESIGN.md §6.
+"""``ocimirror``: the command-line contract of the README's "Command line" section.
 
 ``pull`` and ``sync`` run the Prefect flows (on the ephemeral server unless ``PREFECT_API_URL`` is set, so
 runs show in whichever UI the user has); ``ls`` and ``verify`` read the store with the core alone. Output is
@@ -45,6 +45,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document with the results.")]
+StoreArgument = Annotated[str, typer.Argument(metavar="STORE", help="A path or fsspec URL (s3://, gs://).")]
 StorageOption = Annotated[
     list[str] | None,
     typer.Option("--storage-option", "-o", metavar="KEY=VALUE", help="fsspec storage option (repeatable)."),
@@ -178,7 +179,7 @@ def pull(
         bool, typer.Option("--all-metadata", help="Keep every manifest and config; limit only layers.")
     ] = False,
     storage_option: StorageOption = None,
-    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Fetches in flight.")] = 8,
+    concurrency: Annotated[int, typer.Option(metavar="N", min=1, max=64, help="Fetches in flight.")] = 8,
     prefect: PrefectOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -319,7 +320,7 @@ def _inspect(store: str, storage_option: list[str] | None, action: Callable[[Any
 
 @app.command("ls")
 def list_store(
-    store: Annotated[str, typer.Argument(metavar="STORE")],
+    store: StoreArgument,
     storage_option: StorageOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -342,7 +343,7 @@ def list_store(
 
 @app.command()
 def verify(
-    store: Annotated[str, typer.Argument(metavar="STORE")],
+    store: StoreArgument,
     storage_option: StorageOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -369,7 +370,7 @@ def schema() -> None:
 
 @app.command()
 def serve(
-    store: Annotated[str, typer.Argument(metavar="STORE")],
+    store: StoreArgument,
     listen: Annotated[str, typer.Option(metavar="HOST:PORT", help="Address to listen on.")] = "127.0.0.1:5000",
     storage_option: StorageOption = None,
 ) -> None:
@@ -384,7 +385,10 @@ def serve(
         layout.check_layout()
     except (OcimirrorError, OSError) as error:  # OSError: the filesystem refused (e.g. S3 403)
         raise _fail(str(error), EXIT_FAILED) from None
-    server = RegistryServer(layout, (host.strip("[]") or "127.0.0.1", int(port)))
+    try:
+        server = RegistryServer(layout, (host.strip("[]") or "127.0.0.1", int(port)))
+    except OSError as error:  # the port is taken, the address is not this machine's, the name does not resolve
+        raise _fail(f"cannot listen on {listen}: {error.strerror or error}", EXIT_FAILED) from None
     console.print(f"serving {layout} at {server.url} (Ctrl-C to stop)", highlight=False)
     try:
         server.serve_forever()
@@ -396,9 +400,9 @@ def serve(
 
 @app.command()
 def demo(
-    store: Annotated[str, typer.Option(help="Local directory for the demo store.")] = "./demo-store",
+    store: Annotated[str, typer.Option(metavar="DIR", help="Local directory for the demo store.")] = "./demo-store",
 ) -> None:
-    """Mirror a sample image from a local registry (started here) into STORE, then verify it."""
+    """Mirror a sample image from a local registry (started here) into a local store, then verify it."""
     _quiet_prefect()
     from pathlib import Path
 

@@ -1,13 +1,17 @@
-"""The command-line contract (DESIGN.md §6): outputs and exit codes, against real registries and stores."""
+"""The command-line contract (README, "Command line"): outputs and exit codes, against real registries and stores."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from ocimirror.digest import blob_path
@@ -16,9 +20,25 @@ from ocimirror_cli.main import app
 runner = CliRunner()
 
 
+#: A terminal narrower than any message, so a hard-wrapped line shows whatever the machine's own width.
+NARROW = {**os.environ, "COLUMNS": "40"}
+
+
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the real command in a subprocess (for commands that start no Prefect run)."""
-    return subprocess.run([sys.executable, "-m", "ocimirror_cli", *args], capture_output=True, text=True, timeout=120)
+    """Run the real command in a subprocess (for commands that start no Prefect run), output piped."""
+    return subprocess.run(
+        [sys.executable, "-m", "ocimirror_cli", *args], capture_output=True, text=True, timeout=120, env=NARROW
+    )
+
+
+@pytest.mark.parametrize("command", sorted(typer.main.get_command(app).commands))
+def test_help_of_every_command_works_and_names_no_python_types(command: str) -> None:
+    """Every registered command, present and future: --help exits 0 with its usage line, and the value of
+    each option is named by a metavar, never by a Python type (`<bool>`, `<list[str]>`)."""
+    result = cli(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert f"Usage: ocimirror {command} " in result.stdout
+    assert not re.search(r"<(bool|str|int|float|list)\b|\{[A-Z]", result.stdout), result.stdout
 
 
 @pytest.fixture
@@ -108,6 +128,22 @@ def test_a_path_that_is_no_store_is_an_error_not_an_empty_store(command: str, tm
     result = cli(command, str(tmp_path / "typo"))
     assert result.returncode == 1
     assert "not an OCI image layout" in result.stderr and "oci-layout" in result.stderr
+    assert len(result.stderr.splitlines()) == 1, "piped, a message is one line however narrow the terminal"
+
+
+def test_serve_on_a_port_in_use_is_one_error_line(tmp_path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (store / "index.json").write_text('{"schemaVersion": 2, "manifests": []}')
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = cli("serve", str(store), "--listen", address)
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()  # one message, no traceback
+    assert line.startswith(f"error: cannot listen on {address}: ") and "in use" in line
 
 
 def test_secret_storage_options_never_reach_the_prefect_server(seeded_registry, prefect_server, tmp_path) -> None:

@@ -1,4 +1,4 @@
-"""The handler framework, case by case against containerd's semantics (DESIGN.md §1)."""
+"""The handler framework, case by case against containerd's semantics (README, "How it works")."""
 
 from __future__ import annotations
 

@@ -23,13 +23,15 @@ import pytest
 from ocimirror.content import Writer, copy_content
 from ocimirror.descriptor import Descriptor
 from ocimirror.digest import blob_path, digest_bytes
-from ocimirror.errors import AlreadyExists, DigestMismatch, SizeMismatch, StoreError, is_transient
+from ocimirror.errors import AlreadyExists, DigestMismatch, SizeMismatch, is_transient
 from ocimirror.pull import pull
 from ocimirror.remotes.reference import parse_reference
 from ocimirror.remotes.registry import Registry
-from ocimirror.store import open_store
+from ocimirror.store import backend_for, open_store
+from ocimirror.store.gcs import GCSBackend
 from ocimirror.store.layout import ref_name
-from ocimirror.store.objectstore import PART_SIZE, ObjectStoreBackend, backend_for_object_store
+from ocimirror.store.objectstore import PART_SIZE, ObjectStoreBackend
+from ocimirror.store.s3 import S3Backend
 from ocimirror.verify import verify_store
 from tests.fixtures.objectstores import ObjectStoreServer
 from tests.fixtures.registry import SeededRegistry
@@ -42,7 +44,7 @@ MiB = 2**20
 def backend(object_store_server: ObjectStoreServer) -> ObjectStoreBackend:
     """A backend for a fresh store under its own prefix, as ``open_store`` would build it."""
     fs, root = fsspec.core.url_to_fs(object_store_server.new_url(), **object_store_server.storage_options)
-    return backend_for_object_store(fs, root)
+    return backend_for(fs, root)
 
 
 def pattern(size: int, seed: bytes = b"ocimirror", chunk: int = MiB) -> Iterator[bytes]:
@@ -84,11 +86,10 @@ def write_all(writer: Writer, chunks: Iterator[bytes]) -> None:
 
 def test_backend_is_chosen_by_protocol(object_store_server: ObjectStoreServer) -> None:
     fs, root = fsspec.core.url_to_fs(object_store_server.new_url(), **object_store_server.storage_options)
-    backend = backend_for_object_store(fs, f"{object_store_server.protocol}://{root}/")
+    backend = backend_for(fs, f"{object_store_server.protocol}://{root}/")
+    assert type(backend) is {"s3": S3Backend, "gs": GCSBackend}[object_store_server.protocol]
     assert backend.root == root
     assert backend.key("index.json") == f"{root}/index.json"
-    with pytest.raises(StoreError, match="memory"):
-        backend_for_object_store(fsspec.filesystem("memory"), "/store")
 
 
 @pytest.mark.parametrize("size", [0, 1000, PART_SIZE + 12345], ids=["empty", "small", "multipart"])
@@ -106,7 +107,7 @@ def test_commit_makes_verified_blob_visible(backend: ObjectStoreBackend, size: i
 
 def reopen(backend: ObjectStoreBackend) -> ObjectStoreBackend:
     """Another backend object on the same store, as a second ``open_store`` of the URL gives."""
-    return backend_for_object_store(backend.fs, backend.root)
+    return backend_for(backend.fs, backend.root)
 
 
 def test_statuses_follow_open_writers(backend: ObjectStoreBackend) -> None:
@@ -120,7 +121,7 @@ def test_statuses_follow_open_writers(backend: ObjectStoreBackend) -> None:
     assert status.started_at <= status.updated_at
     writer.write(chunks[1])
     assert observer.statuses()[0].offset == 2000
-    assert backend_for_object_store(backend.fs, backend.root + "-other").statuses() == []
+    assert backend_for(backend.fs, backend.root + "-other").statuses() == []
     writer.close()
     assert observer.statuses() == [] and backend.statuses() == []
 
@@ -230,7 +231,7 @@ def test_a_listing_never_hides_a_blob_committed_elsewhere(
     other_fs = fsspec.filesystem(
         object_store_server.protocol, **object_store_server.storage_options, skip_instance_cache=True
     )
-    other = backend_for_object_store(other_fs, backend.root)
+    other = backend_for(other_fs, backend.root)
     second = descriptor_of(100, seed=b"second")
     writer = other.blob_writer("layer-second", second)
     write_all(writer, pattern(100, seed=b"second"))
@@ -308,7 +309,7 @@ def test_update_create_conflicts_with_concurrent_create(backend: ObjectStoreBack
 
 def _append_entries(protocol: str, storage_options: dict, root: str, worker: int, count: int) -> None:
     """One process's share of the concurrent update test."""
-    backend = backend_for_object_store(fsspec.filesystem(protocol, **storage_options), root)
+    backend = backend_for(fsspec.filesystem(protocol, **storage_options), root)
     for n in range(count):
         backend.update("index.json", add_entry(f"{worker}-{n}"))
 

@@ -765,6 +765,8 @@ def test_unsupported_urls(tmp_path: Path) -> None:
         open_store("")
     with pytest.raises(StoreError, match="cannot open store"):
         open_store("nosuchprotocol://x")
+    with pytest.raises(StoreError, match="unsupported store filesystem http/https: use a local path"):
+        open_store("http://127.0.0.1:9/store")  # fsspec reads HTTP, but no backend keeps the store rules there
 
 
 # Store as a source, verification, listing

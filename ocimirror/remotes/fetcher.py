@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -64,12 +64,12 @@ class RegistryFetcher:
     def __repr__(self) -> str:
         return f"RegistryFetcher({str(self.ref)!r})"
 
-    def fetch(self, descriptor: Descriptor, offset: int = 0) -> Iterator[bytes]:
+    def fetch(self, descriptor: Descriptor, offset: int = 0) -> Generator[bytes, None, None]:
         """Yield ``descriptor``'s content from ``offset``; never more than ``descriptor.size`` in total."""
         if not 0 <= offset <= descriptor.size:
             raise PermanentError(f"offset {offset} is outside {descriptor.digest} of {descriptor.size} bytes")
         if offset == descriptor.size:
-            return iter(())  # nothing left; a Range from the end would be answered 416
+            return _nothing()  # nothing left; a Range from the end would be answered 416
         return self._stream(descriptor, offset)
 
     def sources(self, descriptor: Descriptor) -> list[Source]:
@@ -92,7 +92,7 @@ class RegistryFetcher:
             found.append(Source(url, subject, True))
         return found
 
-    def _stream(self, descriptor: Descriptor, offset: int) -> Iterator[bytes]:
+    def _stream(self, descriptor: Descriptor, offset: int) -> Generator[bytes, None, None]:
         source, response, skip = self._open_first(descriptor, offset)
         position = offset
         template = self.registry.retry
@@ -189,3 +189,8 @@ class RegistryFetcher:
                 )
             return 0, descriptor.size - position
         raise PermanentError(f"{source.subject}: unexpected HTTP {response.status_code}")
+
+
+def _nothing() -> Generator[bytes, None, None]:
+    """An empty stream that callers close like any other (``iter(())`` has no ``close``)."""
+    yield from ()

@@ -18,7 +18,7 @@ from urllib3.util.retry import Retry
 
 from ..errors import ConfigError, NotFound, PermanentError, TransientError, Unauthorized
 
-#: Statuses that mean "try again later" (DESIGN.md §4).
+#: Statuses that mean "try again later" (README, "How it works", lists what is never retried).
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 #: Longest ``Retry-After`` the client sleeps for inside one call; longer hints surface as TransientError.
 DEFAULT_RETRY_AFTER_MAX = 30

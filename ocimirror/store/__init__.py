@@ -1,7 +1,8 @@
 """The content store: an OCI image layout on any fsspec URL.
 
-``open_store`` picks the backend from the filesystem's protocol: local disk and memory rename finished
-ingests into place; S3 and GCS (``objectstore``, imported only when asked for) stream to the final key.
+``open_store`` picks the backend from the filesystem's protocol, one module each: local disk (``local``)
+and memory (``memory``) rename finished ingests into place; S3 (``s3``) and GCS (``gcs``) stream to the
+final key (``objectstore``). s3fs and gcsfs themselves are imported by fsspec only for such a URL.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from fsspec.core import url_to_fs
 from ..errors import StoreError
 from .backend import Backend
 from .files import LOCAL_CHUNK_SIZE, REMOTE_CHUNK_SIZE, protocols
+from .gcs import GCSBackend
 from .layout import LayoutStore, redact_url
 from .local import LocalBackend
 from .memory import MemoryBackend
+from .s3 import S3Backend
 
 __all__ = ["Backend", "LayoutStore", "backend_for", "open_store"]
-
-_OBJECT_STORE_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs"})
 
 
 def backend_for(fs: AbstractFileSystem, root: str) -> Backend:
@@ -30,10 +31,10 @@ def backend_for(fs: AbstractFileSystem, root: str) -> Backend:
         return LocalBackend(fs, root)
     if "memory" in names:
         return MemoryBackend(fs, root)
-    if names & _OBJECT_STORE_PROTOCOLS:
-        from .objectstore import backend_for_object_store
-
-        return backend_for_object_store(fs, root)
+    if names & {"s3", "s3a"}:
+        return S3Backend(fs, root)
+    if names & {"gs", "gcs"}:
+        return GCSBackend(fs, root)
     raise StoreError(
         f"unsupported store filesystem {'/'.join(sorted(names))}: use a local path, file://, memory://, s3:// or gs://"
     )

@@ -1,8 +1,8 @@
 """What differs between filesystems under one store: how a blob becomes visible, and how a small shared
 file (``index.json``) is updated without losing a concurrent writer's change.
 
-Everything else in the store is one code path over fsspec. Each backend keeps the store rules of
-DESIGN.md §3: local disk writes under ``ingest/`` and renames atomically; object stores stream to the final
+Everything else in the store is one code path over fsspec. Each backend keeps the store rules (README,
+"The store"): local disk writes under ``ingest/`` and renames atomically; object stores stream to the final
 key and discard the upload on a mismatch; ``update`` is a read-modify-write that never loses an update
 (a lock file locally, conditional writes on S3 and GCS, a lock in memory).
 """

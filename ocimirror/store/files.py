@@ -7,7 +7,7 @@ readers of a path one shared file object with one position, so a long-lived hand
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 
 from fsspec import AbstractFileSystem
 
@@ -34,7 +34,7 @@ def file_size(fs: AbstractFileSystem, path: str) -> int | None:
 
 def read_range(
     fs: AbstractFileSystem, path: str, start: int, end: int, chunk_size: int = LOCAL_CHUNK_SIZE
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
     """Yield the bytes of ``path`` from ``start`` up to (not including) ``end``, ``chunk_size`` at a time.
 
     Stops early if the file is shorter; the caller's verifier turns that into a size mismatch.

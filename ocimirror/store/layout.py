@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 from fsspec import AbstractFileSystem
 from pydantic import ValidationError
@@ -131,13 +131,14 @@ class LayoutStore:
 
     def _read(self, relative: str) -> bytes | None:
         try:
-            return self.fs.cat_file(self._path(relative))
+            content: bytes = self.fs.cat_file(self._path(relative))
+            return content
         except FileNotFoundError:
             return None
 
     # Provider
 
-    def fetch(self, descriptor: Descriptor, offset: int = 0) -> Iterator[bytes]:
+    def fetch(self, descriptor: Descriptor, offset: int = 0) -> Generator[bytes, None, None]:
         """Stream the committed content of ``descriptor`` from ``offset``, never past its declared size."""
         path = self._path(blob_path(descriptor.digest))
         if not 0 <= offset <= descriptor.size:
@@ -165,7 +166,7 @@ class LayoutStore:
                 entries = self._list_fresh(self._path(f"blobs/{algorithm}"))
             except FileNotFoundError:
                 continue
-            names = sorted(posixpath.basename(entry["name"]) for entry in entries if entry.get("type") == "file")
+            names = sorted(posixpath.basename(str(entry["name"])) for entry in entries if entry.get("type") == "file")
             for name in names:
                 yield f"{algorithm}:{name}"
 
@@ -174,7 +175,8 @@ class LayoutStore:
         listing would make later stats miss blobs that other writers commit."""
         self.fs.invalidate_cache(path)
         try:
-            return self.fs.ls(path, detail=True)
+            entries: list[dict[str, object]] = self.fs.ls(path, detail=True)
+            return entries
         finally:
             self.fs.invalidate_cache(path)
 

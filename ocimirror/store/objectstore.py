@@ -1,4 +1,4 @@
-"""Store backends for object stores (S3 and GCS, through s3fs and gcsfs).
+"""What the object-store backends share (S3 in ``s3.py``, GCS in ``gcs.py``, through s3fs and gcsfs).
 
 Object stores have no rename, so a blob cannot be written aside and moved into place as on local disk.
 Instead a blob streams straight to its final key ``blobs/<alg>/<hex>`` as a multipart (S3) or resumable
@@ -10,8 +10,9 @@ Memory stays flat in blob size: at most one part (``PART_SIZE``) is buffered bef
 that fits in one part is sent whole, in one request, at commit.
 
 ``index.json`` is shared by every writer of the store, on any machine, so it is replaced with a
-conditional write against the version that was read (S3 ``If-Match`` / ``If-None-Match``, GCS
-``ifGenerationMatch``), and the read-modify-write is retried when another writer got there first.
+conditional write against the version that was read, and the read-modify-write is retried when another
+writer got there first. The loop is here; each backend supplies the versioned read and the conditional
+write of its service.
 """
 
 from __future__ import annotations
@@ -25,15 +26,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fsspec import AbstractFileSystem
-from fsspec.asyn import sync
 from fsspec.dircache import DirCache
 
 from ..content import Status
 from ..descriptor import Descriptor
 from ..digest import Verifier, blob_path
 from ..errors import AlreadyExists, StoreError, TransientError
-from .backend import Backend, Mutation
-from .files import protocols
+from .backend import Mutation
 
 #: Bytes buffered before a part is uploaded. S3 needs at least 5 MiB per part but the last; GCS needs
 #: multiples of 256 KiB; 8 MiB satisfies both and keeps ~1250 parts under S3's 10 000 for a 10 GB layer.
@@ -43,17 +42,6 @@ PART_SIZE = 8 * 2**20
 UPDATE_ATTEMPTS = 50
 UPDATE_BACKOFF_FIRST = 0.02
 UPDATE_BACKOFF_MAX = 1.0
-
-
-def backend_for_object_store(fs: AbstractFileSystem, root: str) -> Backend:
-    """The backend for a store at ``root`` (``bucket/prefix``, with or without protocol) on an S3 or GCS
-    filesystem."""
-    names = protocols(fs)
-    if names & {"s3", "s3a"}:
-        return S3Backend(fs, root)
-    if names & {"gs", "gcs"}:
-        return GCSBackend(fs, root)
-    raise StoreError(f"no object store backend for filesystem protocol {sorted(names)}")
 
 
 class VersionConflict(Exception):
@@ -289,101 +277,3 @@ class ObjectStoreBackend(ABC):
     def write_if_version(self, key: str, content: bytes, version: Any) -> None:
         """Write ``content`` only if the object is still at ``version`` (absent if ``None``), else raise
         ``VersionConflict``."""
-
-
-class S3Backend(ObjectStoreBackend):
-    """S3: the ETag is the version; ``If-Match`` replaces, ``If-None-Match: *`` creates."""
-
-    def committed_size(self, key: str) -> int | None:
-        bucket, name, _ = self.fs.split_path(key)
-        try:
-            return int(self.fs.call_s3("head_object", Bucket=bucket, Key=name)["ContentLength"])
-        except FileNotFoundError:
-            return None
-
-    def read_versioned(self, key: str) -> tuple[bytes | None, str | None]:
-        bucket, name, _ = self.fs.split_path(key)
-        try:
-            return sync(self.fs.loop, self._get_object, bucket, name)
-        except FileNotFoundError:
-            return None, None
-
-    async def _get_object(self, bucket: str, name: str) -> tuple[bytes, str]:
-        """Body and ETag from one GET, so the content is exactly the version the ETag names."""
-        response = await self.fs._call_s3("get_object", Bucket=bucket, Key=name)
-        async with response["Body"] as body:
-            return await body.read(), response["ETag"]
-
-    def write_if_version(self, key: str, content: bytes, version: str | None) -> None:
-        bucket, name, _ = self.fs.split_path(key)
-        condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
-        try:
-            self.fs.call_s3("put_object", Bucket=bucket, Key=name, Body=content, **condition)
-        except FileExistsError as error:  # s3fs maps a failed If-None-Match to FileExistsError
-            raise VersionConflict(key) from error
-        except FileNotFoundError as error:
-            # If-Match on an object deleted meanwhile is 404 NoSuchKey: re-read. Any other 404 (NoSuchBucket)
-            # will not change by retrying.
-            if _s3_error_code(error) == "NoSuchKey":
-                raise VersionConflict(key) from error
-            raise StoreError(f"cannot write {key}: {error}") from None
-        except OSError as error:
-            if _is_s3_conflict(error):
-                raise VersionConflict(key) from error
-            raise
-
-
-def _is_s3_conflict(error: BaseException) -> bool:
-    """Whether s3fs's translated error is S3 refusing a conditional write: 412 Precondition Failed, or 409
-    ConditionalRequestConflict (another conditional write to the key in flight)."""
-    response = getattr(error.__cause__, "response", None) or {}
-    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return _s3_error_code(error) in {"PreconditionFailed", "ConditionalRequestConflict"} or status in {409, 412}
-
-
-def _s3_error_code(error: BaseException) -> str | None:
-    """The S3 error code (``NoSuchKey``, ``PreconditionFailed``...) behind an error s3fs translated."""
-    response = getattr(error.__cause__, "response", None) or {}
-    return response.get("Error", {}).get("Code")
-
-
-class GCSBackend(ObjectStoreBackend):
-    """GCS: the generation is the version; ``ifGenerationMatch`` replaces, with 0 meaning "does not exist"."""
-
-    def committed_size(self, key: str) -> int | None:
-        bucket, name, _ = self.fs.split_path(key)
-        try:
-            return int(self.fs.call("GET", "b/{}/o/{}", bucket, name, json_out=True)["size"])
-        except FileNotFoundError:
-            return None
-
-    def read_versioned(self, key: str) -> tuple[bytes | None, int | None]:
-        bucket, name, _ = self.fs.split_path(key)
-        try:
-            metadata = self.fs.call("GET", "b/{}/o/{}", bucket, name, json_out=True)
-            generation = int(metadata["generation"])
-            # Metadata first, content second: the content is then never older than the generation, so a
-            # write conditioned on that generation cannot be based on stale content.
-            _, content = self.fs.call("GET", "b/{}/o/{}", bucket, name, alt="media", ifGenerationMatch=generation)
-        except FileNotFoundError:
-            return None, None
-        except FileExistsError as error:  # 412: replaced between the two requests
-            raise VersionConflict(key) from error
-        return content, generation
-
-    def write_if_version(self, key: str, content: bytes, version: int | None) -> None:
-        from gcsfs.core import quote
-
-        bucket, name, _ = self.fs.split_path(key)
-        try:
-            self.fs.call(
-                "POST",
-                f"{self.fs._location}/upload/storage/v1/b/{quote(bucket)}/o",
-                uploadType="media",
-                name=name,
-                ifGenerationMatch=str(version or 0),
-                data=content,
-                headers={"Content-Type": "application/octet-stream"},
-            )
-        except FileExistsError as error:  # gcsfs maps 412 Precondition Failed to FileExistsError
-            raise VersionConflict(key) from error

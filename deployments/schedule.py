@@ -1,6 +1,6 @@
-"""Serve ocimirror's deployments from one process, for users without a work pool or worker.
+"""Run ocimirror's deployments on a schedule from one process, for users without a work pool or worker.
 
-    python deployments/serve.py [CONFIG.yaml] [--cron "0 3 * * *"]
+    python deployments/schedule.py [CONFIG.yaml] [--cron "0 3 * * *"]
 
 Registers a scheduled ``mirror-sync/nightly`` (overlapping runs cancelled), an on-demand
 ``mirror-sync/manual`` and ``fetch-image/fetch-image``, then runs whatever is scheduled or triggered from
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from prefect import serve
+from prefect import serve  # Prefect's word: run deployments in this process (not ``ocimirror serve``)
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
 from flows.fetch import fetch_image
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG), help="mirror config for the schedule")
     parser.add_argument("--cron", default="0 3 * * *", help="schedule of the nightly sync (UTC)")
     args = parser.parse_args(argv)
-    load_config(args.config)  # refuse to serve a schedule that would fail on every run
+    load_config(args.config)  # refuse a schedule that would fail on every run
     config = str(Path(args.config).resolve())
     serve(
         mirror_sync.to_deployment(
