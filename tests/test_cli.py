@@ -152,7 +152,16 @@ def test_secret_storage_options_never_reach_the_prefect_server(seeded_registry, 
     secret = "hunter2-do-not-log-me"
     store = tmp_path / "store"
     result = runner.invoke(
-        app, ["pull", seeded_registry.reference("test/single:v1"), "--to", str(store), "-o", f"secret={secret}"]
+        app,
+        [
+            "pull",
+            seeded_registry.reference("test/single:v1"),
+            "--to",
+            str(store),
+            "-o",
+            f"secret={secret}",
+            "--prefect",
+        ],
     )
     assert result.exit_code == 0, result.output
     with get_client(sync_client=True) as client:
@@ -160,5 +169,6 @@ def test_secret_storage_options_never_reach_the_prefect_server(seeded_registry, 
         artifacts = client.read_artifacts(limit=200)
     recorded = json.dumps([run.parameters for run in runs], default=str)
     recorded += json.dumps([artifact.data for artifact in artifacts], default=str)
-    assert "OCIMIRROR_STORAGE_OPTION_SECRET" in recorded  # the reference is there...
+    assert "OCIMIRROR_CLI_OPTION_SECRET" in recorded  # the reference is there...
+    assert secret not in json.dumps(dict(os.environ))  # ...not set in the environment helpers inherit...
     assert secret not in recorded  # ...the value is not
