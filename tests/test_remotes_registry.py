@@ -388,13 +388,13 @@ def test_unreachable_and_failing_mirrors_fall_back(seeded_registry, make_fault_p
 def test_plain_http_only_for_loopback_or_insecure(make_client) -> None:
     hub = RegistryConfig(mirrors=["http://mirror.invalid"])
     client = make_client({"docker.io": hub})
-    assert client.config_for("registry-1.docker.io") is hub  # Docker Hub's API host shares its settings
+    assert client.hosts.config_for("registry-1.docker.io") is hub  # Docker Hub's API host shares its settings
     with pytest.raises(ConfigError, match=r"plain HTTP to mirror\.invalid is refused"):
         client.resolve(parse_reference("alpine"))
-    assert client.endpoints(parse_reference("localhost:5000/x"))[-1].origin == "http://localhost:5000"
-    assert client.endpoints(parse_reference("alpine"))[-1].origin == "https://registry-1.docker.io"
+    assert client.hosts.endpoints("localhost:5000")[-1].origin == "http://localhost:5000"
+    assert client.hosts.endpoints("docker.io")[-1].origin == "https://registry-1.docker.io"
     insecure = make_client({"intranet.invalid": RegistryConfig(insecure=True)})
-    assert insecure.endpoints(parse_reference("intranet.invalid/x"))[-1].origin == "http://intranet.invalid"
+    assert insecure.hosts.endpoints("intranet.invalid")[-1].origin == "http://intranet.invalid"
 
 
 def test_secrets_not_in_client_reprs(basic_registry, basic_image, make_client) -> None:
@@ -403,9 +403,9 @@ def test_secrets_not_in_client_reprs(basic_registry, basic_image, make_client) -
     ref = parse_reference(f"{basic_registry.host}/private/app:v1")
     fetcher = client.fetcher(ref)
     client.resolve(ref)
-    transport = client.transport(f"http://{basic_registry.host}")
+    transport = client.hosts.transport(f"http://{basic_registry.host}")
     encoded = base64.b64encode(f"{basic_registry.username}:{basic_registry.password}".encode()).decode()
-    for text in (repr(client.configs), repr(fetcher), repr(transport), repr(transport.authorizer)):
+    for text in (repr(client.hosts.configs), repr(fetcher), repr(transport), repr(transport.authorizer)):
         assert basic_registry.password not in text and encoded not in text
 
 
@@ -423,7 +423,7 @@ def test_tls_verified_against_ca_bundle(tls_registry: LocalRegistry, make_client
     push_image(tls_registry.url, "tls/app", "v1", image, session=_verified_session(tls_registry))
     ref = parse_reference(f"{tls_registry.host}/tls/app:v1")
     trusting = make_client({tls_registry.host: RegistryConfig(ca_bundle=str(tls_registry.ca_bundle))})
-    assert trusting.endpoints(ref)[-1].origin == tls_registry.url
+    assert trusting.hosts.endpoints(ref.registry)[-1].origin == tls_registry.url
     pull_all(trusting, str(ref), image)
     # Without the CA the same HTTPS endpoint is refused: verification is on by default.
     untrusting = make_client({tls_registry.host: RegistryConfig(mirrors=[tls_registry.url])})

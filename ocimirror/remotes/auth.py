@@ -246,14 +246,29 @@ class Authorizer:
     def _is_registry(self, url: str) -> bool:
         return urlsplit(url).netloc.lower() == self.host.lower()
 
-    def _token_request(self, method: str, url: str, **kwargs: object) -> requests.Response:
+    def _token_request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: dict[str, str] | None = None,
+        data: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> requests.Response:
         """Send a token request on the registry's session; a realm on another host has its TLS verified even
         when the registry's own certificate is not."""
-        if self._insecure and not self._is_registry(url):
-            kwargs["verify"] = True
+        verify = True if self._insecure and not self._is_registry(url) else None
         try:
             return self._session.request(
-                method, url, timeout=self._timeout, allow_redirects=False, stream=True, **kwargs
+                method,
+                url,
+                params=params,
+                data=data,
+                headers=headers,
+                verify=verify,
+                timeout=self._timeout,
+                allow_redirects=False,
+                stream=True,
             )
         except requests.RequestException as error:
             raise error_from_exception(error, f"token server {origin_of(url)} for {self.host}") from None
