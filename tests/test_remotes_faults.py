@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from ocimirror.content import read_blob
 from ocimirror.digest import digest_bytes
-from ocimirror.errors import ConfigError, SizeMismatch, TransientError, Unauthorized
+from ocimirror.errors import ConfigError, PermanentError, SizeMismatch, TransientError, Unauthorized
 from ocimirror.remotes.config import Credentials, RegistryConfig
 from ocimirror.remotes.policy import make_retry
 from ocimirror.remotes.reference import parse_reference
@@ -138,6 +138,22 @@ def test_429_without_end_is_transient_with_retry_after(fault_proxy, seeded_regis
         client.resolve(parse_reference(f"{fault_proxy.host}/{SINGLE}"))
     assert caught.value.retry_after == 120
     assert "429" in str(caught.value) and "test/single" in str(caught.value)
+    assert caught.value.to_dict() == {
+        "type": "TransientError",
+        "message": str(caught.value),
+        "transient": True,
+        "status": 429,
+        "retry_after": 120,
+    }
+
+
+def test_error_codes_of_a_get_answer(fault_proxy: FaultProxy, seeded_registry, make_client) -> None:
+    layer, _ = biggest_layer(seeded_registry)
+    fault_proxy.add(Fault("status", f"/blobs/{layer.digest}", status=400))
+    fetcher = make_client().fetcher(parse_reference(f"{fault_proxy.host}/{SINGLE}"))
+    with pytest.raises(PermanentError) as caught:
+        list(fetcher.fetch(layer))
+    assert (caught.value.status, caught.value.codes) == (400, ("INJECTED",))
 
 
 def test_redirect_to_another_host_gets_no_authorization(

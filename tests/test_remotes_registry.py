@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import pickle
 import random
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -148,8 +150,27 @@ def test_not_found_names_registry_repository_and_reference(seeded_registry, make
         client.resolve(parse_reference(seeded_registry.reference("test/single:no-such-tag")))
     message = str(caught.value)
     assert seeded_registry.host in message and "test/single" in message and "no-such-tag" in message
+    # Asked with HEAD, whose answer has no body: the status is known, the registry's codes are not.
+    assert caught.value.status == 404 and caught.value.codes == ()
     with pytest.raises(NotFound, match="test/absent"):
         client.resolve(parse_reference(seeded_registry.reference("test/absent:v1")))
+
+
+def test_registry_error_codes_are_attributes(seeded_registry, make_client) -> None:
+    """Callers decide on status and distribution's error codes, never on the words of a message."""
+    with pytest.raises(NotFound) as caught:
+        make_client().tags(parse_reference(seeded_registry.reference("test/absent:v1")))
+    assert caught.value.status == 404 and caught.value.codes == ("NAME_UNKNOWN",)
+    assert caught.value.to_dict() == {
+        "type": "NotFound",
+        "message": str(caught.value),
+        "transient": False,
+        "status": 404,
+        "codes": ["NAME_UNKNOWN"],
+    }
+    # Errors cross process boundaries in Prefect: the attributes survive pickling.
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert (type(copy), str(copy), copy.status, copy.codes) == (NotFound, str(caught.value), 404, ("NAME_UNKNOWN",))
 
 
 # --------------------------------------------------------------------------------------------------- fetch
@@ -187,8 +208,9 @@ def test_fetch_every_descriptor_verified(seeded_registry: SeededRegistry, make_c
 def test_fetch_missing_blob_is_not_found(seeded_registry: SeededRegistry, make_client) -> None:
     absent = Descriptor.from_bytes(mediatypes.OCI_LAYER_GZIP, b"never pushed")
     fetcher = make_client().fetcher(parse_reference(seeded_registry.reference("test/single:v1")))
-    with pytest.raises(NotFound, match=f"test/single blob {absent.digest}"):
+    with pytest.raises(NotFound, match=f"test/single blob {absent.digest}") as caught:
         list(fetcher.fetch(absent))
+    assert caught.value.status == 404 and caught.value.codes == ("BLOB_UNKNOWN",)
 
 
 # ---------------------------------------------------------------------------------------------- basic auth
@@ -220,6 +242,8 @@ def test_basic_auth_refused(basic_registry: AuthenticatedRegistry, basic_image, 
     message = str(caught.value)
     assert basic_registry.host in message and "private/app" in message and "v1" in message and "401" in message
     assert "wrong-password-xyz" not in message and "wrong-password-xyz" not in repr(caught.value)
+    assert caught.value.status == 401 and caught.value.to_dict()["status"] == 401
+    assert "wrong-password-xyz" not in json.dumps(caught.value.to_dict())
 
 
 def test_credentials_from_environment_reach_the_registry(basic_registry, basic_image, tmp_path: Path) -> None:
