@@ -62,6 +62,10 @@ class RegistryFetcher:
     def __repr__(self) -> str:
         return f"RegistryFetcher({str(self.ref)!r})"
 
+    def __str__(self) -> str:
+        """Where content comes from, for messages about it: ``registry HOST repository NAME``."""
+        return f"registry {self.ref.registry} repository {self.ref.repository}"
+
     def fetch(self, descriptor: Descriptor, offset: int = 0) -> Iterator[bytes]:
         """Yield ``descriptor``'s content from ``offset``; never more than ``descriptor.size`` in total."""
         if not 0 <= offset <= descriptor.size:
