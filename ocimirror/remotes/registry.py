@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -38,6 +38,15 @@ from .transport import DEFAULT_TIMEOUT
 
 log = logging.getLogger(__name__)
 
+#: Most pages one tag list or catalog follows. Registries page 100 (Docker Hub, distribution's default) to
+#: 1,000 (ECR) entries at a time, so 10,000 pages carry a full ``MAX_LIST_ENTRIES`` at the smallest usual
+#: page size, while a registry that links on without end (one entry or none a page) is stopped in minutes.
+MAX_LIST_PAGES = 10_000
+#: Most entries (tags or repositories) one list returns. The biggest real repositories hold tens of
+#: thousands of tags (CI builds tagged per commit); a million is ten times beyond them and still only about
+#: 100 MB of strings, the most one listing should cost a mirror.
+MAX_LIST_ENTRIES = 1_000_000
+
 
 class Registry:
     """Pull-side access to OCI distribution registries, configured per host.
@@ -46,7 +55,8 @@ class Registry:
     without an entry get ``default_config`` (by default: HTTPS with verification, credentials from the
     environment or Docker's config.json). ``allow_foreign_urls`` lets fetchers read non-distributable
     layers from their ``urls``. ``address_lookup`` resolves ``host[:port]`` for the redirect rule (see
-    :meth:`.hosts.RegistryHosts.leads_inward`).
+    :meth:`.hosts.RegistryHosts.leads_inward`). ``max_list_pages`` and ``max_list_entries`` bound tag lists
+    and catalogs (see the constants of the same names).
     Use as a context manager, or call :meth:`close`, to release pooled connections.
     """
 
@@ -61,6 +71,8 @@ class Registry:
         environ: Mapping[str, str] | None = None,
         docker_config: Path | None = None,
         address_lookup: Callable[[str], Sequence[Address]] = addresses_of,
+        max_list_pages: int = MAX_LIST_PAGES,
+        max_list_entries: int = MAX_LIST_ENTRIES,
     ) -> None:
         self.hosts = RegistryHosts(
             configs,
@@ -72,6 +84,8 @@ class Registry:
             address_lookup=address_lookup,
         )
         self.allow_foreign_urls = allow_foreign_urls
+        self.max_list_pages = max_list_pages
+        self.max_list_entries = max_list_entries
 
     def __enter__(self) -> Registry:
         return self
@@ -111,34 +125,46 @@ class Registry:
     def tags(self, ref: Reference, page_size: int | None = None) -> list[str]:
         """Every tag of ``ref``'s repository, following ``Link`` pagination (``page_size`` per page).
 
-        Asked from the registry itself, never a mirror: a mirror's tag list may be stale.
+        Asked from the registry itself, never a mirror: a mirror's tag list may be stale. Bounded by
+        ``max_list_pages`` and ``max_list_entries``.
         """
         endpoint = self.hosts.upstream(ref.registry)
         subject = f"{endpoint.describe()} repository {ref.repository} tag list"
         params = {"n": str(page_size)} if page_size else {}
         url = endpoint.url(f"/v2/{ref.repository}/tags/list", **params)
-        pages = self._pages(url, subject, repository_scope(ref.repository))
-        return [tag for page in pages for tag in _string_list(page, "tags", subject)]
+        return self._list(url, subject, repository_scope(ref.repository), "tags")
 
     def catalog(self, registry: str, page_size: int | None = None) -> list[str]:
-        """Every repository of ``registry`` (``/v2/_catalog``), following pagination."""
+        """Every repository of ``registry`` (``/v2/_catalog``), following pagination, bounded as :meth:`tags`."""
         endpoint = self.hosts.upstream(registry)
         subject = f"{endpoint.describe()} catalog"
         params = {"n": str(page_size)} if page_size else {}
-        pages = self._pages(endpoint.url("/v2/_catalog", **params), subject, "registry:catalog:*")
-        return [name for page in pages for name in _string_list(page, "repositories", subject)]
+        return self._list(endpoint.url("/v2/_catalog", **params), subject, "registry:catalog:*", "repositories")
 
-    def _pages(self, url: str, subject: str, scope: str) -> Iterator[dict[str, object]]:
+    def _list(self, url: str, subject: str, scope: str, key: str) -> list[str]:
+        """The ``key`` strings of every page from ``url`` on. A registry decides whether there is a next page,
+        so the pages are bounded here: a ``Link`` that never stops, or leads back to a page already read, is
+        an error naming the registry, not a sync that never ends."""
         origin = origin_of(url)
+        read: set[str] = set()
+        entries: list[str] = []
         while url:
+            if len(read) == self.max_list_pages:
+                raise PermanentError(f"{subject}: more than {self.max_list_pages} pages; the registry keeps linking on")
+            read.add(url)
             headers = {"Accept": "application/json"}
             with self.hosts.request("GET", url, subject=subject, scope=scope, headers=headers) as response:
                 body = _read_json(response, subject)
                 link = response.links.get("next", {}).get("url")
-            yield body
+            entries += _string_list(body, key, subject)
+            if len(entries) > self.max_list_entries:
+                raise PermanentError(f"{subject}: more than {self.max_list_entries} entries")
             url = urljoin(url, link) if link else ""
             if url and origin_of(url) != origin:
                 raise PermanentError(f"{subject}: pagination link leaves {origin}")
+            if url in read:
+                raise PermanentError(f"{subject}: the next-page link leads back to a page already read")
+        return entries
 
 
 def _media_type(content_type: str | None) -> str:
