@@ -125,3 +125,21 @@ def test_copy_content_counts_a_discarded_attempt(fault_proxy: FaultProxy, seeded
     fetcher = client.fetcher(parse_reference(f"{fault_proxy.host}/{SINGLE}"))
     assert copy_content(fetcher, store, layer) == 2 * layer.size
     assert (Path(store.url) / blob_path(layer.digest)).read_bytes() == image.blobs[layer.digest]
+
+
+def test_pull_reports_the_bytes_fetched_per_descriptor(fault_proxy, seeded_registry, client, store) -> None:
+    """What a transfer report adds up: the rest of a resumed layer, nothing for content already present."""
+    image = seeded_registry.images[SINGLE]
+    layer = max(image.all_descriptors(), key=lambda d: d.size)
+    kept = layer.size // 4
+    interrupted_ingest(store, layer, image.blobs[layer.digest][:kept])
+    ref = parse_reference(f"{fault_proxy.host}/{SINGLE}")
+    root = client.resolve(ref)
+    fetched: dict[str, int] = {}
+
+    pull(client.fetcher(ref), store, root, str(ref), on_copied=lambda d, n: fetched.__setitem__(d.digest, n))
+    expected = {d.digest: d.size for d in image.all_descriptors()} | {layer.digest: layer.size - kept}
+    assert fetched == expected
+
+    pull(client.fetcher(ref), store, root, str(ref), on_copied=lambda d, n: fetched.__setitem__(d.digest, n))
+    assert set(fetched.values()) == {0}
