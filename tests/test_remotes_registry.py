@@ -327,7 +327,8 @@ def test_token_wrong_password(token_registry, token_images, tokens, make_client)
         client.resolve(parse_reference(f"{token_registry.host}/private/app:v1"))
     message = str(caught.value)
     assert token_registry.host in message and "private/app" in message and "'alice'" in message
-    assert "not-her-password" not in message
+    assert "not-her-password" not in message and "not-her-password" not in json.dumps(caught.value.to_dict())
+    assert caught.value.status == 401  # the token server's answer
     assert [(r.method, r.status) for r in tokens.requests] == [("POST", 401), ("GET", 401)]
 
 

@@ -280,11 +280,13 @@ class Authorizer:
         with response:
             status = response.status_code
             if status in (401, 403):
-                raise Unauthorized(f"{who} refused {self._who()} (HTTP {status})")
+                raise Unauthorized(f"{who} refused {self._who()} (HTTP {status})", status=status)
             if status == 408 or status == 429 or status >= 500:
-                raise TransientError(f"{who} answered HTTP {status}", retry_after=retry_after_seconds(response))
+                raise TransientError(
+                    f"{who} answered HTTP {status}", retry_after=retry_after_seconds(response), status=status
+                )
             if status != 200:
-                raise Unauthorized(f"{who} answered HTTP {status} to a token request")
+                raise Unauthorized(f"{who} answered HTTP {status} to a token request", status=status)
             try:
                 content = response.raw.read(MAX_TOKEN_RESPONSE + 1, decode_content=True)
             except (requests.RequestException, OSError, urllib3.exceptions.HTTPError) as error:
