@@ -9,9 +9,8 @@ the redirect, the refusal and the absence of any request to the target are real.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from ipaddress import ip_address
-from pathlib import Path
 
 import pytest
 
@@ -19,7 +18,6 @@ from ocimirror.content import read_blob
 from ocimirror.errors import PermanentError
 from ocimirror.remotes.policy import Address, addresses_of, is_internal_address, redirect_allowed
 from ocimirror.remotes.reference import parse_reference
-from ocimirror.remotes.registry import Registry
 from tests.fixtures.faultproxy import Fault, FaultProxy
 
 #: An address of the public internet (TEST-NET ranges are not global, so a real one is used; nothing is sent).
@@ -56,20 +54,6 @@ def test_addresses_of_literals_and_names() -> None:
     assert addresses_of("no-such-host.invalid") == []  # unresolvable: the request itself will fail
 
 
-@pytest.fixture
-def make_client(tmp_path: Path) -> Iterator[Callable[..., Registry]]:
-    clients: list[Registry] = []
-
-    def make(**options: object) -> Registry:
-        client = Registry(environ={}, docker_config=tmp_path / "none.json", **options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.close()
-
-
 def seen_as_public(netloc: str) -> Callable[[str], list[Address]]:
     """An address lookup that takes ``netloc`` for a public host (see the module docstring)."""
     return lambda asked: [PUBLIC] if asked == netloc else addresses_of(asked)
@@ -82,19 +66,19 @@ def biggest_layer(seeded_registry):
 
 
 @pytest.mark.registry
-def test_loopback_registry_redirect_to_loopback_is_followed(fault_proxy: FaultProxy, seeded_registry, make_client):
+def test_loopback_registry_redirect_to_loopback_is_followed(fault_proxy: FaultProxy, seeded_registry, isolated_client):
     layer, content = biggest_layer(seeded_registry)
     fault_proxy.add(Fault("redirect", f"/blobs/{layer.digest}", method="GET"))
-    fetcher = make_client().fetcher(parse_reference(f"{fault_proxy.host}/{SINGLE}"))
+    fetcher = isolated_client().fetcher(parse_reference(f"{fault_proxy.host}/{SINGLE}"))
     assert read_blob(fetcher, layer, limit=layer.size) == content
     assert len(fault_proxy.recorded(server="redirect")) == 1
 
 
 @pytest.mark.registry
-def test_public_registry_redirect_into_loopback_is_refused(fault_proxy: FaultProxy, seeded_registry, make_client):
+def test_public_registry_redirect_into_loopback_is_refused(fault_proxy: FaultProxy, seeded_registry, isolated_client):
     layer, _ = biggest_layer(seeded_registry)
     fault_proxy.add(Fault("redirect", f"/blobs/{layer.digest}", method="GET", times=None))
-    client = make_client(address_lookup=seen_as_public(fault_proxy.host))
+    client = isolated_client(address_lookup=seen_as_public(fault_proxy.host))
     fetcher = client.fetcher(parse_reference(f"{fault_proxy.host}/{SINGLE}"))
     with pytest.raises(PermanentError, match=r"redirect from http://127\.0\.0\.1:\d+ to the private") as caught:
         read_blob(fetcher, layer, limit=layer.size)
@@ -103,11 +87,13 @@ def test_public_registry_redirect_into_loopback_is_refused(fault_proxy: FaultPro
 
 
 @pytest.mark.registry
-def test_public_registry_foreign_url_into_loopback_is_skipped(fault_proxy: FaultProxy, seeded_registry, make_client):
+def test_public_registry_foreign_url_into_loopback_is_skipped(
+    fault_proxy: FaultProxy, seeded_registry, isolated_client
+):
     """A manifest's ``urls`` are the registry's word too: one pointing inward is no source."""
     layer, content = biggest_layer(seeded_registry)
     inward = layer.model_copy(update={"urls": [f"{fault_proxy.redirect_url}/v2/test/single/blobs/{layer.digest}"]})
-    client = make_client(allow_foreign_urls=True, address_lookup=seen_as_public(fault_proxy.host))
+    client = isolated_client(allow_foreign_urls=True, address_lookup=seen_as_public(fault_proxy.host))
     fetcher = client.fetcher(parse_reference(f"{fault_proxy.host}/{SINGLE}"))
     assert read_blob(fetcher, inward, limit=layer.size) == content
     assert fault_proxy.recorded(server="redirect") == []

@@ -7,7 +7,6 @@ moved are counted.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ from ocimirror.descriptor import ref_key
 from ocimirror.digest import blob_path
 from ocimirror.errors import DigestMismatch
 from ocimirror.pull import pull
-from ocimirror.remotes.policy import make_retry
 from ocimirror.remotes.reference import parse_reference
 from ocimirror.remotes.registry import Registry
 from ocimirror.store import LayoutStore, open_store
@@ -32,11 +30,8 @@ SINGLE = "test/single:v1"
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[Registry]:
-    with Registry(
-        environ={}, docker_config=tmp_path / "none.json", retry=make_retry(total=3, backoff_factor=0.01)
-    ) as r:
-        yield r
+def client(isolated_client) -> Registry:
+    return isolated_client()
 
 
 @pytest.fixture
