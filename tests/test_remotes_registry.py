@@ -198,10 +198,10 @@ def test_fetch_missing_blob_is_not_found(seeded_registry: SeededRegistry, isolat
     assert caught.value.status == 404 and caught.value.codes == ("BLOB_UNKNOWN",)
 
 
-def test_an_empty_blob_reads_as_empty(seeded_registry: SeededRegistry, make_client) -> None:
+def test_an_empty_blob_reads_as_empty(seeded_registry: SeededRegistry, isolated_client) -> None:
     """Nothing is left to fetch, so no request is made; the empty stream still closes like any other."""
     empty = Descriptor.from_bytes(mediatypes.OCI_LAYER_GZIP, b"")
-    fetcher = make_client().fetcher(parse_reference(seeded_registry.reference("test/single:v1")))
+    fetcher = isolated_client().fetcher(parse_reference(seeded_registry.reference("test/single:v1")))
     assert read_blob(fetcher, empty) == b""
 
 
