@@ -23,7 +23,7 @@ from ocimirror.platforms import (
     parse_platform,
     windows_host_runs,
 )
-from tests.fixtures.peer_tables import peer, readme_differences, rows
+from tests.fixtures.peer_tables import rows
 
 PEER = "containerd_platforms"
 #: ocimirror's stand-ins for the host the peer's tests run on.
@@ -54,12 +54,6 @@ def _sorted(comparer: MatchComparer, platforms: list[Platform]) -> list[Platform
         return -1 if comparer.less(a, b) else 1 if comparer.less(b, a) else 0
 
     return sorted(platforms, key=cmp_to_key(compare))
-
-
-def test_every_difference_is_in_the_readme() -> None:
-    section = readme_differences()
-    for key in peer(PEER)["differences"]:
-        assert f"`{key}`" in section
 
 
 @pytest.mark.parametrize("row", rows(PEER, "TestParseSelector"))

@@ -15,7 +15,7 @@ import pytest
 
 from ocimirror.errors import InvalidReference
 from ocimirror.remotes.reference import Reference, parse_reference
-from tests.fixtures.peer_tables import peer, readme_differences, rows
+from tests.fixtures.peer_tables import rows
 
 PEER = "distribution_reference"
 
@@ -33,12 +33,6 @@ def _string(ref: Reference | None) -> str:
 
 def _default_tag(tag: str | None, digest: str | None) -> str | None:
     return tag if tag is not None or digest is not None else "latest"
-
-
-def test_every_difference_is_in_the_readme() -> None:
-    section = readme_differences()
-    for key in peer(PEER)["differences"]:
-        assert f"`{key}`" in section
 
 
 @pytest.mark.parametrize("row", rows(PEER, "TestReferenceParse"))
