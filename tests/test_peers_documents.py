@@ -18,8 +18,11 @@ from ocimirror.descriptor import Descriptor, ref_key
 from ocimirror.errors import InvalidManifest
 from ocimirror.manifest import Manifest, parse_document, validate_media_type
 from ocimirror.pull import pull
+from ocimirror.remotes.reference import parse_reference
+from ocimirror.remotes.registry import Registry
 from ocimirror.store import open_store
 from ocimirror.verify import verify_store
+from tests.fixtures.faultproxy import Fault, FaultProxy
 from tests.fixtures.peer_tables import rows, undocumented_differences
 from tests.test_handlers import DictFetcher
 
@@ -107,4 +110,20 @@ def test_cross_labelled_manifests_are_mirrored_as_served(tmp_path: Path, body_ty
     tagged = store.resolve("registry.example/app:1")
     assert (tagged.media_type, tagged.digest) == (served_type, root.digest)
     assert b"".join(store.fetch(tagged)) == content
+    assert verify_store(store).ok
+
+
+@pytest.mark.registry
+def test_registry_serving_an_oci_manifest_as_docker(tmp_path: Path, fault_proxy: FaultProxy) -> None:
+    """A real registry behind a proxy that labels manifests as Docker's: the OCI body is accepted, and the
+    image is recorded under the media type served."""
+    fault_proxy.add(Fault("set_headers", "/manifests/", headers={"Content-Type": mt.DOCKER_MANIFEST}, times=None))
+    ref = parse_reference(f"{fault_proxy.host}/test/single:v1")
+    store = open_store(str(tmp_path / "store"))
+    with Registry(environ={}, docker_config=tmp_path / "none.json") as registry:
+        root = registry.resolve(ref)
+        pull(registry.fetcher(ref), store, root, str(ref))
+    tagged = store.resolve(str(ref))
+    assert (tagged.media_type, tagged.digest) == (mt.DOCKER_MANIFEST, root.digest)
+    assert json.loads(b"".join(store.fetch(tagged)))["mediaType"] == mt.OCI_MANIFEST
     assert verify_store(store).ok
