@@ -8,6 +8,7 @@ the two, and is all a fetch handler needs.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Generator
 from contextlib import closing
 from datetime import datetime
@@ -18,8 +19,10 @@ from pydantic import BaseModel
 from . import mediatypes
 from .descriptor import Descriptor, ref_key
 from .digest import Verifier
-from .errors import AlreadyExists, DocumentTooLarge
+from .errors import AlreadyExists, DigestMismatch, DocumentTooLarge, SizeMismatch
 from .manifest import Index, Manifest, parse_document
+
+log = logging.getLogger(__name__)
 
 
 class Status(BaseModel):
@@ -90,37 +93,68 @@ class Ingester(Protocol):
         ...
 
 
-def copy_content(fetcher: Fetcher, ingester: Ingester, descriptor: Descriptor) -> int:
-    """Bring ``descriptor``'s content into ``ingester``; return the number of bytes transferred.
+#: Times content is fetched from byte 0 when it does not verify. Two: a byte flipped in transit (a bad proxy,
+#: link or disk under a cache) is rare and does not repeat, so one fresh fetch rescues it; wrong content twice
+#: is the source's, and fetching it again would only move the same wrong bytes once more.
+FETCH_ATTEMPTS = 2
 
-    Already committed content costs nothing and returns 0. Inline ``data`` that checks out is used instead
-    of a fetch. A resumed ingest fetches only from its offset.
+
+def copy_content(fetcher: Fetcher, ingester: Ingester, descriptor: Descriptor) -> int:
+    """Bring ``descriptor``'s content into ``ingester``; return the bytes fetched for it.
+
+    The count is what actually came from ``fetcher``: 0 when the content is already committed (or is
+    ``data`` inline in the descriptor), only the rest of the blob when an earlier ingest is resumed, and the
+    bytes of a discarded attempt too, since they crossed the network. Callers reporting transfer volume
+    sum this; the descriptor's ``size`` is the size of the content, not what moved.
+
+    A manifest or index declared over the 4 MiB cap is refused before any byte is requested. Content that
+    does not verify (wrong digest or size) is discarded and fetched once more from byte 0, also when the
+    first attempt resumed an earlier ingest; a second failure is permanent, and its error says the source
+    served wrong content twice.
     """
-    try:
-        writer = ingester.writer(ref_key(descriptor), descriptor)
-    except AlreadyExists:
-        return 0
-    try:
-        start = writer.offset
-        inline = descriptor.inline_data()
-        if inline is not None:
-            writer.write(inline[start:])
-        elif start < descriptor.size:
-            with closing(fetcher.fetch(descriptor, start)) as chunks:
-                for chunk in chunks:
-                    writer.write(chunk)
-        writer.commit()
-    except AlreadyExists:
-        return 0
-    finally:
-        writer.close()
-    return descriptor.size - start
+    if mediatypes.is_document(descriptor.media_type):
+        _refuse_over(descriptor, mediatypes.MAX_DOCUMENT_SIZE)
+    fetched = 0
+    for attempt in range(1, FETCH_ATTEMPTS + 1):
+        try:
+            writer = ingester.writer(ref_key(descriptor), descriptor)
+        except AlreadyExists:
+            return fetched
+        try:
+            start = writer.offset
+            inline = descriptor.inline_data()
+            if inline is not None:
+                writer.write(inline[start:])
+            elif start < descriptor.size:
+                with closing(fetcher.fetch(descriptor, start)) as chunks:
+                    for chunk in chunks:
+                        fetched += len(chunk)
+                        writer.write(chunk)
+            writer.commit()
+            return fetched
+        except AlreadyExists:
+            return fetched
+        except (DigestMismatch, SizeMismatch) as error:
+            # The writer discarded the ingest, so the next attempt starts from byte 0.
+            if attempt == FETCH_ATTEMPTS:
+                raise type(error)(
+                    f"{descriptor.digest}: {fetcher} served wrong content twice, the second time fetched "
+                    f"from byte 0 ({error})"
+                ) from None
+            log.warning("%s from %s: %s; discarded, fetching it again from byte 0", descriptor.digest, fetcher, error)
+        finally:
+            writer.close()
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _refuse_over(descriptor: Descriptor, limit: int) -> None:
+    if descriptor.size > limit:
+        raise DocumentTooLarge(f"{descriptor.digest} declares {descriptor.size} bytes, over the {limit} byte limit")
 
 
 def read_blob(fetcher: Fetcher, descriptor: Descriptor, limit: int = mediatypes.MAX_DOCUMENT_SIZE) -> bytes:
     """Read a small blob whole, verified against its descriptor; refuse anything declared over ``limit``."""
-    if descriptor.size > limit:
-        raise DocumentTooLarge(f"{descriptor.digest} declares {descriptor.size} bytes, over the {limit} byte limit")
+    _refuse_over(descriptor, limit)
     inline = descriptor.inline_data()
     if inline is not None:
         return inline

@@ -4,11 +4,26 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from . import mediatypes
 from .digest import Digest, digest_bytes
+from .mediatypes import MediaType
+
+#: A descriptor's ``size``: a JSON integer (not a string, not ``1.0``: Go clients refuse those) in int64 range.
+Size = Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)]
+
+
+def _check_base64(value: str) -> str:
+    """``data`` must be standard base64 with padding: Go clients decode it into bytes and refuse the document
+    otherwise, so a mirror must not store it."""
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("data is not valid base64 (standard alphabet, padded)") from None
+    return value
 
 
 class Platform(BaseModel):
@@ -37,14 +52,14 @@ class Descriptor(BaseModel):
 
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="allow")
 
-    media_type: str = Field(alias="mediaType")
+    media_type: MediaType = Field(alias="mediaType")
     digest: Digest
-    size: NonNegativeInt
+    size: Size
     urls: list[str] | None = None
     annotations: dict[str, str] | None = None
     platform: Platform | None = None
-    artifact_type: str | None = Field(default=None, alias="artifactType")
-    data: str | None = None
+    artifact_type: MediaType | None = Field(default=None, alias="artifactType")
+    data: Annotated[str, AfterValidator(_check_base64)] | None = None
 
     @classmethod
     def from_bytes(cls, media_type: str, content: bytes, **fields: object) -> Descriptor:

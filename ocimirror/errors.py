@@ -7,11 +7,42 @@ registry client both decide on that split alone, so every error raised by the co
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import ValidationError
 
 
 class OcimirrorError(Exception):
-    """Base of every error ocimirror raises on purpose."""
+    """Base of every error ocimirror raises on purpose.
+
+    An error that comes from a registry's answer also carries, as go-containerregistry's ``transport.Error``
+    does, the HTTP ``status`` and the registry's error ``codes`` (distribution's ``errors[].code``, such as
+    ``MANIFEST_UNKNOWN``, ``NAME_UNKNOWN``, ``DENIED``, ``TOOMANYREQUESTS``), so callers decide on those
+    rather than on the words of the message. The attributes live in the instance's ``__dict__``, which
+    pickling keeps (errors cross process boundaries in Prefect).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, codes: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.codes = tuple(codes)
+
+    def to_dict(self) -> dict[str, object]:
+        """The error as plain data, for ``--json`` output and reports: ``type`` (the class name),
+        ``message``, ``transient``, and ``status``, ``codes`` and ``retry_after`` where known.
+
+        Nothing secret is in it: messages never contain credentials (they name a user at most), and codes
+        are only the identifiers a registry sent.
+        """
+        data: dict[str, object] = {"type": type(self).__name__, "message": str(self), "transient": is_transient(self)}
+        if self.status is not None:
+            data["status"] = self.status
+        if self.codes:
+            data["codes"] = list(self.codes)
+        retry_after = getattr(self, "retry_after", None)
+        if retry_after is not None:
+            data["retry_after"] = retry_after
+        return data
 
 
 class PermanentError(OcimirrorError):
@@ -21,8 +52,15 @@ class PermanentError(OcimirrorError):
 class TransientError(OcimirrorError):
     """The operation may succeed if tried again; ``retry_after`` is the server's hint in seconds, if any."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        retry_after: float | None = None,
+        *,
+        status: int | None = None,
+        codes: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message, status=status, codes=codes)
         self.retry_after = retry_after
 
 

@@ -138,16 +138,23 @@ def children_handler(provider: Fetcher) -> Handler:
     return children
 
 
-def fetch_handler(ingester: Ingester, fetcher: Fetcher) -> Handler:
+#: Called by ``fetch_handler`` after each copy with the descriptor and the bytes actually fetched for it.
+CopyObserver = Callable[[Descriptor, int], None]
+
+
+def fetch_handler(ingester: Ingester, fetcher: Fetcher, on_copied: CopyObserver | None = None) -> Handler:
     """Copy each descriptor's content from ``fetcher`` into ``ingester``; returns no children.
 
     Content already committed is success (``copy_content`` returns at once), so re-running a fetch only
-    costs the existence checks.
+    costs the existence checks. ``on_copied`` hears of every copy with the bytes that moved for it (0 for
+    content already present, the rest only for a resumed ingest): what transfer reports should add up.
     """
 
     def fetch(descriptor: Descriptor) -> list[Descriptor]:
         _refuse_schema1(descriptor)
-        copy_content(fetcher, ingester, descriptor)
+        fetched = copy_content(fetcher, ingester, descriptor)
+        if on_copied is not None:
+            on_copied(descriptor, fetched)
         return []
 
     return fetch

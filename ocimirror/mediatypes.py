@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator
+
 # OCI image spec
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -54,6 +59,26 @@ MANIFEST_ACCEPT: tuple[str, ...] = (OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIS
 
 #: Manifests and indexes are refused beyond this size, as distribution does.
 MAX_DOCUMENT_SIZE = 4 * 1024 * 1024
+
+
+#: RFC 6838 ``type/subtype`` names, as the image-spec schema checks them: no parameters, each name starting
+#: with a letter or digit and at most 127 characters long.
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
+
+
+def validate_media_type(value: str) -> str:
+    """Return ``value`` if it is a syntactically valid media type (RFC 6838 names), else raise ``ValueError``.
+
+    Registries and Go clients refuse documents whose media types are malformed; checking here means such a
+    document is refused with one message instead of being stored and failing elsewhere.
+    """
+    if not _MEDIA_TYPE.fullmatch(value):
+        raise ValueError(f"{value[:300]!r} is not a media type (type/subtype, RFC 6838)")
+    return value
+
+
+#: A media type checked for syntax, for pydantic models.
+MediaType = Annotated[str, AfterValidator(validate_media_type)]
 
 
 def _base(media_type: str) -> str:

@@ -12,7 +12,7 @@ from typing import cast
 from . import mediatypes
 from .content import Fetcher, copy_content, read_document
 from .descriptor import Descriptor
-from .handlers import Handler, dispatch, fetch_handler, handlers
+from .handlers import CopyObserver, Handler, dispatch, fetch_handler, handlers
 from .manifest import Index, encode_document
 from .remotes.reference import Reference
 from .selection import PlatformSelection
@@ -25,9 +25,12 @@ def recorded_name(reference: Reference) -> str:
     return f"{reference.name}:{reference.tag}" if reference.tag else f"{reference.name}@{reference.digest}"
 
 
-def pull_handler(fetcher: Fetcher, store: LayoutStore, selection: PlatformSelection) -> Handler:
-    """Fetch a descriptor into ``store``, then return the children ``selection`` keeps."""
-    return handlers(fetch_handler(store, fetcher), selection.children_handler(store))
+def pull_handler(
+    fetcher: Fetcher, store: LayoutStore, selection: PlatformSelection, on_copied: CopyObserver | None = None
+) -> Handler:
+    """Fetch a descriptor into ``store``, then return the children ``selection`` keeps; ``on_copied`` hears
+    the bytes fetched for each (see :func:`~ocimirror.handlers.fetch_handler`)."""
+    return handlers(fetch_handler(store, fetcher, on_copied), selection.children_handler(store))
 
 
 def pull(
@@ -37,14 +40,16 @@ def pull(
     reference: str,
     selection: PlatformSelection | None = None,
     limit: int | None = 8,
+    on_copied: CopyObserver | None = None,
 ) -> Descriptor:
     """Fetch the image under ``root`` into ``store`` and tag it ``reference``; return the tagged descriptor.
 
     The tag is written only after every blob of the selected tree is committed, so a failed pull leaves
-    the previous tag (if any) in place and never points at an incomplete image.
+    the previous tag (if any) in place and never points at an incomplete image. ``on_copied`` is called
+    (from the dispatch threads) with each descriptor and the bytes actually fetched for it.
     """
     selection = selection or PlatformSelection()
-    dispatch(pull_handler(fetcher, store, selection), [root], limit)
+    dispatch(pull_handler(fetcher, store, selection, on_copied), [root], limit)
     return tag_image(store, reference, root, selection)
 
 

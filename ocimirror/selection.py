@@ -55,18 +55,12 @@ class PlatformSelection(BaseModel):
         """
         if not self.platforms or self.all_metadata:
             return list(children)
+        candidates = [child for child in children if child.platform is not None and not child.is_attestation_manifest]
         chosen: set[str] = set()
         for platform in self.platforms:
-            comparer = only(platform)
-            ranked = [
-                (rank, position)
-                for position, child in enumerate(children)
-                if child.platform is not None
-                and not child.is_attestation_manifest
-                and (rank := comparer.rank(child.platform)) is not None
-            ]
-            if ranked:
-                chosen.add(children[min(ranked)[1]].digest)
+            best = only(platform).best([child.platform for child in candidates if child.platform is not None])
+            if best is not None:
+                chosen.add(candidates[best].digest)
         if not chosen:
             raise NotFound(f"{index.digest}: no manifest for platform {', '.join(self.platforms)}")
         return [

@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.fixtures.registry",
+    "tests.fixtures.hostile_registry",
     "tests.fixtures.objectstores",
     "tests.fixtures.prefect",
 ]

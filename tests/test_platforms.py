@@ -94,3 +94,10 @@ def test_any_of_is_exact_and_prefers_earlier() -> None:
     assert comparer.match(_p("linux", "amd64"))
     assert not comparer.match(_p("linux", "386"))
     assert comparer.less(_p("linux", "arm64"), _p("linux", "amd64"))
+
+
+def test_unknown_arm64_variant_matches_only_itself() -> None:
+    # A documented difference: containerd's Only matches nothing for an arm64 variant it does not know.
+    comparer = only("linux/arm64/v10")
+    assert comparer.match(_p("linux", "arm64", "v10"))
+    assert not comparer.match(_p("linux", "arm64", "v8"))

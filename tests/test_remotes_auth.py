@@ -12,7 +12,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from ocimirror.errors import ConfigError
-from ocimirror.remotes.auth import Challenge, parse_www_authenticate
+from ocimirror.remotes.challenge import Challenge, parse_www_authenticate
 from ocimirror.remotes.config import Credentials, RegistryConfig
 from ocimirror.remotes.credentials import environment_key, lookup_credentials
 

@@ -14,8 +14,9 @@ Typical use::
 from .config import Credentials, RegistryConfig
 from .credentials import lookup_credentials
 from .fetcher import RegistryFetcher
+from .hosts import Endpoint, RegistryHosts
 from .reference import Reference, parse_reference
-from .registry import Endpoint, Registry
+from .registry import Registry
 
 __all__ = [
     "Credentials",
@@ -24,6 +25,7 @@ __all__ = [
     "Registry",
     "RegistryConfig",
     "RegistryFetcher",
+    "RegistryHosts",
     "lookup_credentials",
     "parse_reference",
 ]

@@ -1,8 +1,8 @@
-"""Registry authentication: ``WWW-Authenticate`` challenges, Bearer tokens and Basic credentials.
+"""Registry authentication: answering ``WWW-Authenticate`` challenges with Bearer tokens or Basic credentials.
 
-A registry answers an unauthenticated request with 401 and a challenge. For ``Bearer`` the client asks the
-challenge's ``realm`` (a token server) for a token scoped to what it wants to do
-(``repository:library/alpine:pull``) — anonymously with GET, or with credentials through the OAuth2 POST
+A registry answers an unauthenticated request with 401 and a challenge (parsed by :mod:`.challenge`). For
+``Bearer`` the client asks the challenge's ``realm`` (a token server) for a token scoped to what it wants to
+do (``repository:library/alpine:pull``) — anonymously with GET, or with credentials through the OAuth2 POST
 (``grant_type=password`` or ``refresh_token``), falling back to GET with Basic credentials for token
 servers that refuse the POST, as distribution's token spec allows. ``Basic`` sends the credentials directly.
 
@@ -18,13 +18,14 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import requests
 import urllib3
 
 from ..errors import TransientError, Unauthorized
+from .challenge import Challenge, parse_www_authenticate
 from .config import Credentials
 from .policy import check_plain_http, error_from_exception, origin_of, retry_after_seconds
 
@@ -38,79 +39,6 @@ CLIENT_ID = "ocimirror"
 MAX_TOKEN_RESPONSE = 2**20
 #: Statuses of an OAuth2 POST that mean "this token server wants the GET flow" rather than a final no.
 POST_REFUSED = frozenset({401, 404, 405})
-
-
-@dataclass(frozen=True)
-class Challenge:
-    """One ``WWW-Authenticate`` challenge: a lower-case scheme and its parameters (names lower-cased)."""
-
-    scheme: str
-    params: dict[str, str] = field(default_factory=dict)
-
-
-def parse_www_authenticate(header: str) -> list[Challenge]:
-    """Parse a ``WWW-Authenticate`` value into its challenges (RFC 7235).
-
-    Handles quoted values with commas and escaped quotes inside, and several challenges in one header
-    (``Basic realm="x", Bearer realm="y",service="z"``). Malformed trailing parts are ignored: a
-    challenge is a hint, and the request then fails with the server's 401 anyway.
-    """
-    challenges: list[Challenge] = []
-    position, length = 0, len(header)
-    current: Challenge | None = None
-    while position < length:
-        position = _skip(header, position, " \t,")
-        if position >= length:
-            break
-        token_end = _token_end(header, position)
-        if token_end == position:
-            break
-        token = header[position:token_end]
-        after = _skip(header, token_end, " \t")
-        if after < length and header[after] == "=":
-            if _is_token68_tail(header, after) or current is None:
-                # A token68 credential ("Negotiate abc==") or a stray parameter: nothing to learn from it.
-                position = _skip(header, after, "=")
-                continue
-            value, position = _param_value(header, _skip(header, after + 1, " \t"))
-            current.params[token.lower()] = value
-            continue
-        current = Challenge(scheme=token.lower())
-        challenges.append(current)
-        position = token_end
-    return challenges
-
-
-def _skip(text: str, position: int, characters: str) -> int:
-    while position < len(text) and text[position] in characters:
-        position += 1
-    return position
-
-
-def _token_end(text: str, position: int) -> int:
-    while position < len(text) and text[position] not in ' \t,="':
-        position += 1
-    return position
-
-
-def _is_token68_tail(text: str, position: int) -> bool:
-    # "Negotiate abc==" : '=' padding ending a token68 rather than introducing a value.
-    rest = _skip(text, position, "=")
-    return rest >= len(text) or text[rest] in " \t,"
-
-
-def _param_value(text: str, position: int) -> tuple[str, int]:
-    if position < len(text) and text[position] == '"':
-        chars: list[str] = []
-        position += 1
-        while position < len(text) and text[position] != '"':
-            if text[position] == "\\" and position + 1 < len(text):
-                position += 1
-            chars.append(text[position])
-            position += 1
-        return "".join(chars), position + 1
-    end = _token_end(text, position)
-    return text[position:end], end
 
 
 @dataclass(frozen=True)
@@ -250,6 +178,7 @@ class Authorizer:
         self,
         method: str,
         url: str,
+        *,
         params: dict[str, str] | None = None,
         data: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
@@ -280,11 +209,13 @@ class Authorizer:
         with response:
             status = response.status_code
             if status in (401, 403):
-                raise Unauthorized(f"{who} refused {self._who()} (HTTP {status})")
+                raise Unauthorized(f"{who} refused {self._who()} (HTTP {status})", status=status)
             if status == 408 or status == 429 or status >= 500:
-                raise TransientError(f"{who} answered HTTP {status}", retry_after=retry_after_seconds(response))
+                raise TransientError(
+                    f"{who} answered HTTP {status}", retry_after=retry_after_seconds(response), status=status
+                )
             if status != 200:
-                raise Unauthorized(f"{who} answered HTTP {status} to a token request")
+                raise Unauthorized(f"{who} answered HTTP {status} to a token request", status=status)
             try:
                 content = response.raw.read(MAX_TOKEN_RESPONSE + 1, decode_content=True)
             except (requests.RequestException, OSError, urllib3.exceptions.HTTPError) as error:

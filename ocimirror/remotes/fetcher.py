@@ -13,7 +13,6 @@ import logging
 import re
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import requests
@@ -22,13 +21,11 @@ from urllib3.util.retry import Retry
 
 from .. import mediatypes
 from ..descriptor import Descriptor
-from ..errors import ConfigError, NotFound, PermanentError, SizeMismatch, TransientError
+from ..errors import ConfigError, PermanentError, SizeMismatch, TransientError
 from .auth import repository_scope
+from .hosts import RegistryHosts, first_available
 from .policy import check_plain_http, content_length, origin_of
 from .reference import Reference
-
-if TYPE_CHECKING:
-    from .registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +47,24 @@ class RegistryFetcher:
 
     Manifests and indexes come from ``/manifests/<digest>``, everything else from ``/blobs/<digest>``.
     Non-distributable layers are read from their ``urls`` first only when ``allow_foreign_urls`` is set;
-    those requests never carry the registry's credentials.
+    those requests never carry the registry's credentials, and a URL a public registry's manifest points
+    into private, loopback or link-local addresses is skipped, as such a redirect would be refused.
     """
 
     def __init__(
-        self, registry: Registry, ref: Reference, *, allow_foreign_urls: bool = False, chunk_size: int = CHUNK_SIZE
+        self, hosts: RegistryHosts, ref: Reference, *, allow_foreign_urls: bool = False, chunk_size: int = CHUNK_SIZE
     ) -> None:
-        self.registry = registry
+        self.hosts = hosts
         self.ref = ref
         self.allow_foreign_urls = allow_foreign_urls
         self.chunk_size = chunk_size
 
     def __repr__(self) -> str:
         return f"RegistryFetcher({str(self.ref)!r})"
+
+    def __str__(self) -> str:
+        """Where content comes from, for messages about it: ``registry HOST repository NAME``."""
+        return f"registry {self.ref.registry} repository {self.ref.repository}"
 
     def fetch(self, descriptor: Descriptor, offset: int = 0) -> Generator[bytes, None, None]:
         """Yield ``descriptor``'s content from ``offset``; never more than ``descriptor.size`` in total."""
@@ -74,19 +76,23 @@ class RegistryFetcher:
 
     def sources(self, descriptor: Descriptor) -> list[Source]:
         """Where ``descriptor`` may be read, in order: allowed foreign URLs, mirrors, the registry."""
+        endpoints = self.hosts.endpoints(self.ref.registry)
         found: list[Source] = []
         if self.allow_foreign_urls:
             for url in descriptor.urls or []:
                 subject = f"foreign URL {origin_of(url)} for {descriptor.digest}"
                 try:
-                    check_plain_http(url, self.registry.config_for(urlsplit(url).netloc).insecure, what=subject)
+                    check_plain_http(url, self.hosts.config_for(urlsplit(url).netloc).insecure, what=subject)
                 except ConfigError as refused:
                     # The manifest, not the user, chose this URL: a refused one is no source, not a failure.
                     log.info("%s; skipped", refused)
                     continue
+                if self.hosts.leads_inward(endpoints[-1].origin, url):
+                    log.info("%s: leads from a public registry into a private network; skipped", subject)
+                    continue
                 found.append(Source(url, subject, False))
         kind = "manifests" if mediatypes.is_document(descriptor.media_type) else "blobs"
-        for endpoint in self.registry.endpoints(self.ref):
+        for endpoint in endpoints:
             url = endpoint.url(f"/v2/{self.ref.repository}/{kind}/{descriptor.digest}")
             subject = f"{endpoint.describe()} repository {self.ref.repository} {kind[:-1]} {descriptor.digest}"
             found.append(Source(url, subject, True))
@@ -95,7 +101,7 @@ class RegistryFetcher:
     def _stream(self, descriptor: Descriptor, offset: int) -> Generator[bytes, None, None]:
         source, response, skip = self._open_first(descriptor, offset)
         position = offset
-        template = self.registry.retry
+        template = self.hosts.retry
         retry = template
         try:
             while True:
@@ -136,13 +142,9 @@ class RegistryFetcher:
 
     def _open_first(self, descriptor: Descriptor, offset: int) -> tuple[Source, requests.Response, int]:
         """Open the first source that has the content; skip those that 404 or keep failing."""
-        sources = self.sources(descriptor)
-        for source in sources[:-1]:
-            try:
-                return (source, *self._open(source, descriptor, offset))
-            except (NotFound, TransientError) as error:
-                log.info("%s; trying the next source", error)
-        return (sources[-1], *self._open(sources[-1], descriptor, offset))
+        return first_available(
+            self.sources(descriptor), lambda source: (source, *self._open(source, descriptor, offset))
+        )
 
     def _open(self, source: Source, descriptor: Descriptor, position: int) -> tuple[requests.Response, int]:
         """GET the content from ``position``; return the response and how many leading bytes to discard."""
@@ -151,7 +153,7 @@ class RegistryFetcher:
             headers["Accept"] = ", ".join(dict.fromkeys((descriptor.media_type, *mediatypes.MANIFEST_ACCEPT)))
         if position:
             headers["Range"] = f"bytes={position}-"
-        response = self.registry.request(
+        response = self.hosts.request(
             "GET",
             source.url,
             subject=source.subject,
@@ -188,7 +190,7 @@ class RegistryFetcher:
                     f"{response.headers.get('Content-Range')!r}"
                 )
             return 0, descriptor.size - position
-        raise PermanentError(f"{source.subject}: unexpected HTTP {response.status_code}")
+        raise PermanentError(f"{source.subject}: unexpected HTTP {response.status_code}", status=response.status_code)
 
 
 def _nothing() -> Generator[bytes, None, None]:

@@ -20,13 +20,18 @@ DOCKER_HUB_API_HOST = "registry-1.docker.io"
 #: Older spellings of Docker Hub that normalise to :data:`DOCKER_HUB`.
 DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 DEFAULT_TAG = "latest"
-#: Docker's limit on the length of ``registry/repository``.
+#: Docker's limit on the length of the repository path (since distribution/reference v0.6.0 the registry
+#: host does not count).
 MAX_NAME_LENGTH = 255
+#: The highest TCP port; a reference with a higher one can never be pulled.
+MAX_PORT = 65535
 
 _PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)  # \w as in Go: [A-Za-z0-9_]
 _HOST_LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_HOST = re.compile(rf"(?:{_HOST_LABEL}(?:\.{_HOST_LABEL})*|\[[0-9a-fA-F:.]+\])(?::[0-9]{{1,5}})?")
+_HOST = re.compile(rf"(?:{_HOST_LABEL}(?:\.{_HOST_LABEL})*|\[[0-9a-fA-F:]+\])(?::(?P<port>[0-9]+))?")
+#: An image ID (64 hex digits) alone is not a name: Docker refuses it so it is never mistaken for one.
+_IMAGE_ID = re.compile(r"[a-f0-9]{64}")
 
 
 @dataclass(frozen=True)
@@ -79,14 +84,16 @@ class Reference:
 def parse_reference(text: str) -> Reference:
     """Parse and normalise ``text`` like Docker: ``alpine`` -> ``docker.io/library/alpine:latest``.
 
-    The first path component is a registry host only if it contains ``.`` or ``:`` or is ``localhost``
-    (Docker's rule, so ``user/app`` is a Docker Hub repository). A reference without tag or digest gets the
-    tag ``latest``; one with only a digest keeps no tag.
+    The first path component is a registry host only if it contains ``.`` or ``:``, is ``localhost``, or
+    has an upper-case letter (Docker's rule, so ``user/app`` is a Docker Hub repository and ``LOCALDOMAIN/app``
+    is not). A reference without tag or digest gets the tag ``latest``; one with only a digest keeps no tag.
     """
     if not isinstance(text, str) or not text.strip():
         raise InvalidReference("image reference is empty")
     if text != text.strip() or any(ch.isspace() for ch in text):
         raise InvalidReference(f"image reference {text[:300]!r} contains whitespace")
+    if _IMAGE_ID.fullmatch(text):
+        raise InvalidReference(f"image reference {text!r} is a 64-digit hexadecimal image ID, not a repository name")
     remainder, digest = _split_digest(text)
     remainder, tag = _split_tag(remainder, text)
     registry, repository = _split_registry(remainder, text)
@@ -95,8 +102,10 @@ def parse_reference(text: str) -> Reference:
     for component in repository.split("/"):
         if not _PATH_COMPONENT.fullmatch(component):
             raise InvalidReference(_component_problem(component, text))
-    if len(registry) + 1 + len(repository) > MAX_NAME_LENGTH:
-        raise InvalidReference(f"image reference {text[:300]!r}: name longer than {MAX_NAME_LENGTH} characters")
+    if len(repository) > MAX_NAME_LENGTH:
+        raise InvalidReference(
+            f"image reference {text[:300]!r}: repository path longer than {MAX_NAME_LENGTH} characters"
+        )
     if tag is None and digest is None:
         tag = DEFAULT_TAG
     return Reference(registry=registry, repository=repository, tag=tag, digest=digest)
@@ -136,9 +145,14 @@ def _check_tag(tag: str, text: str) -> str:
 
 def _split_registry(remainder: str, text: str) -> tuple[str, str]:
     first, sep, rest = remainder.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
-        if not _HOST.fullmatch(first):
+    if sep and ("." in first or ":" in first or first == "localhost" or first.lower() != first):
+        host = _HOST.fullmatch(first)
+        if host is None:
             raise InvalidReference(f"image reference {text[:300]!r}: bad registry host {first[:200]!r}")
+        if host["port"] is not None and int(host["port"]) > MAX_PORT:
+            raise InvalidReference(
+                f"image reference {text[:300]!r}: bad registry host {first[:200]!r} (port above {MAX_PORT})"
+            )
         if not rest:
             raise InvalidReference(f"image reference {text[:300]!r}: repository is missing after the host")
         registry = DOCKER_HUB if first.lower() in DOCKER_HUB_ALIASES else first

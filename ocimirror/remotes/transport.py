@@ -123,7 +123,7 @@ def _naming(subject: str) -> Iterator[None]:
     try:
         yield
     except Unauthorized as error:
-        raise Unauthorized(f"{subject}: {error}") from None
+        raise Unauthorized(f"{subject}: {error}", status=error.status, codes=error.codes) from None
 
 
 def _once(source: Callable[[], Credentials | None]) -> Callable[[], Credentials | None]:
