@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 #: How long the engine's loop sleeps at most between events: the pace of progress reports while a single
 #: large blob streams.
 PROGRESS_INTERVAL_SECONDS = 0.25
+#: How long an interrupted run waits for its units in flight to notice and stop.
+CANCEL_GRACE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -285,7 +287,7 @@ class Mirror:
                 self._submit_ready()
                 self._publish_progress()
         except BaseException:
-            self.cancel()  # interrupted (Ctrl-C, a cancelled flow run): stop transfers, keep ingests resumable
+            self._stop_in_flight()  # interrupted (Ctrl-C, a cancelled flow run)
             raise
         finally:
             transfers.unwatch(self)
@@ -293,6 +295,17 @@ class Mirror:
         self._publish_progress(force=True)
         outcomes = {id(image.planned): self._outcome(image) for image in self._images}
         return [outcomes.get(id(image)) or image.outcome() for image in images]
+
+    def _stop_in_flight(self) -> None:
+        """Stop every transfer of this run and wait (briefly) for the units in flight to end: a transfer
+        stops within one chunk, and what it wrote stays in its ingest, to be resumed by the next run."""
+        self.cancel()
+        deadline = time.monotonic() + CANCEL_GRACE_SECONDS
+        while self._in_flight > 0 and time.monotonic() < deadline:
+            try:
+                self._events.get(timeout=0.1)()
+            except queue.Empty:
+                continue
 
     def _busy(self) -> bool:
         return self._in_flight > 0 or self._probing > 0 or any(image.active for image in self._images)

@@ -43,6 +43,7 @@ console = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document with the results.")]
 StoreArgument = Annotated[str, typer.Argument(metavar="STORE", help="A path or fsspec URL (s3://, gs://).")]
@@ -251,10 +252,21 @@ def sync(
 
 def _in_process(run: Callable[[], SyncResult]) -> SyncResult:
     """Run the core's sync here; a store or registry that refuses before any image starts is exit 1."""
+    with _interruptible():
+        try:
+            return run()
+        except (OcimirrorError, OSError) as error:  # OSError: the filesystem refused (e.g. S3 403)
+            raise _fail(f"{type(error).__name__}: {error}", EXIT_FAILED) from None
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C: the engine has stopped its transfers; say what that left behind, exit 130."""
     try:
-        return run()
-    except (OcimirrorError, OSError) as error:  # OSError: the filesystem refused (e.g. S3 403)
-        raise _fail(f"{type(error).__name__}: {error}", EXIT_FAILED) from None
+        yield
+    except KeyboardInterrupt:
+        message = "interrupted: no incomplete image was tagged; partial blobs resume next time"
+        raise _fail(message, EXIT_INTERRUPTED) from None
 
 
 def _on_prefect(run_flow: Callable[[], Any], as_json: bool) -> SyncResult:
@@ -262,7 +274,7 @@ def _on_prefect(run_flow: Callable[[], Any], as_json: bool) -> SyncResult:
     _quiet_prefect()
     from ocimirror.report import SyncFailed
 
-    with _flow_run_settings(), _progress_display(console.is_terminal and not as_json):
+    with _interruptible(), _flow_run_settings(), _progress_display(console.is_terminal and not as_json):
         state = run_flow()
     _say_where(state)
     try:

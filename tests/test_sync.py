@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -184,3 +185,38 @@ def test_the_command_line_without_a_prefect_api_never_touches_prefect(seeded_reg
     imported = [line.split("|")[-1].strip() for line in completed.stderr.splitlines() if line.startswith("import time")]
     assert "ocimirror.sync" in imported and not [name for name in imported if name.split(".")[0] == "prefect"]
     assert not home.exists()  # no database, no profile, no server
+
+
+@pytest.mark.parametrize("flags", [[], ["--prefect"]], ids=["in-process", "prefect"])
+def test_an_interrupted_pull_stops_within_seconds_and_resumes(flags, seeded_registry, make_fault_proxy, tmp_path):
+    proxy = make_fault_proxy(seeded_registry.url)
+    (layer,) = [d for d in seeded_registry.images["test/single:v1"].descriptors if d.kind == "layer"]
+    proxy.add(Fault(kind="throttle", path_contains=f"/blobs/{layer.digest}", rate=8 * 1024, times=None))  # ~30 s
+    store = tmp_path / "store"
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
+    environment |= {"PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    command = [sys.executable, "-m", "ocimirror_cli", "pull", f"{proxy.host}/test/single:v1", "--to", str(store)]
+    process = subprocess.Popen([*command, *flags], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120  # the Prefect path starts its own server first
+        while not [data for data in store.glob("ingest/*/data") if data.stat().st_size > 0]:
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        _, stderr = process.communicate(timeout=60)
+        stopped_within = time.monotonic() - interrupted
+    finally:
+        process.kill()
+    assert stopped_within < 10, stopped_within  # the rest of the layer would take ~30 s at this rate
+    assert process.returncode == 130 and b"interrupted" in stderr
+    assert not store.joinpath("index.json").exists() or not open_store(str(store)).images()  # nothing tagged
+
+    from ocimirror.plan import ImageRequest
+    from ocimirror.remotes.reference import parse_reference
+    from ocimirror.sync import pull
+
+    again = pull([ImageRequest(reference=parse_reference(seeded_registry.reference("test/single:v1")))],
+                 open_store(str(store)))  # fmt: skip
+    (row,) = [row for row in again.images[0].result.tree if row.digest == layer.digest]
+    assert row.status == "fetched" and 0 < row.transferred < layer.size  # resumed from where it stopped
