@@ -1,0 +1,187 @@
+"""A store is shared, and anyone who can write into it is not necessarily trusted: what they plant under
+``ingest/`` or ``blobs/`` must never make a pull write outside the store, hang it, or get committed.
+
+Every test pulls a real image from the seeded docker-registry into a local store on real files, after
+planting links, FIFOs and foreign files where a writer will look.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from ocimirror.content import Status
+from ocimirror.descriptor import Descriptor, ref_key
+from ocimirror.digest import blob_path
+from ocimirror.errors import StoreError
+from ocimirror.pull import pull
+from ocimirror.remotes import Registry, parse_reference
+from ocimirror.store import LayoutStore, open_store
+from ocimirror.store.ingest import ingest_name
+from ocimirror.verify import verify_store
+
+IMAGE = "test/single:v1"
+
+
+def _layer(seeded_registry) -> Descriptor:
+    (layer,) = [d for d in seeded_registry.images[IMAGE].descriptors if d.kind == "layer"]
+    return layer
+
+
+def _pull(seeded_registry, store: LayoutStore) -> Descriptor:
+    reference = parse_reference(seeded_registry.reference(IMAGE))
+    with Registry(environ={}, docker_config=Path("/nonexistent/config.json")) as registry:
+        root = registry.resolve(reference)
+        return pull(registry.fetcher(reference), store, root, seeded_registry.reference(IMAGE))
+
+
+def _status(descriptor: Descriptor, offset: int = 0) -> bytes:
+    now = datetime.now(UTC)
+    status = Status(
+        ref=ref_key(descriptor),
+        offset=offset,
+        total=descriptor.size,
+        expected=descriptor.digest,
+        started_at=now,
+        updated_at=now,
+    )
+    return status.model_dump_json().encode()
+
+
+def _ingest_dir(root: Path, descriptor: Descriptor) -> Path:
+    return root / "ingest" / ingest_name(ref_key(descriptor))
+
+
+def _committed_regular_files(root: Path) -> None:
+    for path in (root / "blobs").rglob("*"):
+        assert not path.is_symlink(), f"{path} is a link"
+        assert path.is_dir() or stat.S_ISREG(path.lstat().st_mode), f"{path} is not a regular file"
+
+
+@pytest.fixture
+def store_root(tmp_path: Path) -> Path:
+    root = tmp_path / "store"
+    open_store(str(root))._ensure_layout()
+    return root
+
+
+def test_a_planted_data_link_is_discarded_not_followed_nor_committed(seeded_registry, store_root, tmp_path) -> None:
+    """The attack of issue 10: a resumable-looking ingest whose data file is a link to a file elsewhere."""
+    layer = _layer(seeded_registry)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"")
+    directory = _ingest_dir(store_root, layer)
+    directory.mkdir(parents=True)
+    (directory / "status.json").write_bytes(_status(layer))
+    (directory / "data").symlink_to(victim)
+
+    store = open_store(str(store_root))
+    _pull(seeded_registry, store)
+
+    assert victim.read_bytes() == b"", "the pull wrote through the planted link"
+    blob = store_root / blob_path(layer.digest)
+    assert not blob.is_symlink() and stat.S_ISREG(blob.lstat().st_mode)
+    _committed_regular_files(store_root)
+    assert verify_store(store).ok
+
+
+def test_a_planted_ingest_directory_link_is_replaced(seeded_registry, store_root, tmp_path) -> None:
+    layer = _layer(seeded_registry)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "status.json").write_bytes(_status(layer))
+    (elsewhere / "data").write_bytes(b"")
+    (store_root / "ingest").mkdir(exist_ok=True)
+    _ingest_dir(store_root, layer).symlink_to(elsewhere, target_is_directory=True)
+
+    store = open_store(str(store_root))
+    _pull(seeded_registry, store)
+
+    assert (elsewhere / "data").read_bytes() == b"" and sorted(os.listdir(elsewhere)) == ["data", "status.json"]
+    _committed_regular_files(store_root)
+    assert verify_store(store).ok
+
+
+@pytest.mark.parametrize("component", ["ingest", "blobs/sha256"])
+def test_a_link_in_the_store_path_is_refused_with_a_clear_error(
+    seeded_registry, store_root, tmp_path, component: str
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    link = store_root / component
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(elsewhere, target_is_directory=True)
+
+    store = open_store(str(store_root))
+    with pytest.raises(StoreError, match=rf"{component} is a symbolic link: refusing to write through it"):
+        _pull(seeded_registry, store)
+
+    assert list(elsewhere.rglob("*")) == [], "something was written outside the store"
+    assert store.images() == []
+
+
+def test_fifos_planted_in_an_ingest_neither_hang_nor_stay(seeded_registry, store_root) -> None:
+    """Opening a FIFO for reading blocks until a writer comes: a reader that followed one would hang."""
+    layer = _layer(seeded_registry)
+    directory = _ingest_dir(store_root, layer)
+    directory.mkdir(parents=True)
+    os.mkfifo(directory / "status.json")
+    os.mkfifo(directory / "data")
+
+    store = open_store(str(store_root))
+    assert store.statuses() == []
+    _pull(seeded_registry, store)
+
+    assert not directory.exists()
+    assert verify_store(store).ok
+
+
+def test_a_planted_status_link_to_an_endless_file_is_not_read(seeded_registry, store_root) -> None:
+    layer = _layer(seeded_registry)
+    directory = _ingest_dir(store_root, layer)
+    directory.mkdir(parents=True)
+    (directory / "status.json").symlink_to("/dev/zero")
+    (directory / "data").write_bytes(b"")
+
+    store = open_store(str(store_root))
+    assert store.statuses() == []
+    _pull(seeded_registry, store)
+    assert verify_store(store).ok
+
+
+def test_a_blob_planted_as_a_link_counts_as_absent_and_is_replaced(seeded_registry, store_root, tmp_path) -> None:
+    layer = _layer(seeded_registry)
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"x" * layer.size)  # the right size, so a stat through the link would accept it
+    blob = store_root / blob_path(layer.digest)
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.symlink_to(outside)
+
+    store = open_store(str(store_root))
+    assert not store.exists(layer)
+    _pull(seeded_registry, store)
+
+    assert outside.read_bytes() == b"x" * layer.size
+    assert not blob.is_symlink()
+    assert verify_store(store).ok
+
+
+def test_a_link_planted_as_a_finished_ingest_is_never_published(store_root, tmp_path) -> None:
+    """The last line of defence: publish refuses a source that is not a regular file."""
+    store = open_store(str(store_root))
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"{}")
+    source = store_root / "ingest" / "planted"
+    source.parent.mkdir(exist_ok=True)
+    source.symlink_to(outside)
+    target = store_root / "blobs" / "sha256" / ("0" * 64)
+
+    with pytest.raises(StoreError, match="symbolic link"):
+        store.backend.publish(str(source), str(target))  # type: ignore[attr-defined]
+    assert not target.exists() and not target.is_symlink()
+    assert json.loads(outside.read_text()) == {}
