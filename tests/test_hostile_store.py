@@ -8,8 +8,11 @@ planting links, FIFOs and foreign files where a writer will look.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,11 +21,12 @@ import pytest
 from ocimirror.content import Status
 from ocimirror.descriptor import Descriptor, ref_key
 from ocimirror.digest import blob_path
-from ocimirror.errors import StoreError
+from ocimirror.errors import ConfigError, StoreError
 from ocimirror.pull import pull
 from ocimirror.remotes import Registry, parse_reference
 from ocimirror.store import LayoutStore, open_store
 from ocimirror.store.ingest import ingest_name
+from ocimirror.store.layout import REF_NAME
 from ocimirror.verify import verify_store
 
 IMAGE = "test/single:v1"
@@ -185,3 +189,48 @@ def test_a_link_planted_as_a_finished_ingest_is_never_published(store_root, tmp_
         store.backend.publish(str(source), str(target))  # type: ignore[attr-defined]
     assert not target.exists() and not target.is_symlink()
     assert json.loads(outside.read_text()) == {}
+
+
+# ------------------------------------------------------------------------------------------------- lock waits
+
+_HOLD_LOCK = """
+import sys
+from filelock import UnixFileLock
+lock = UnixFileLock(sys.argv[1], thread_local=False, fallback_to_soft=False)
+lock.acquire()
+print("held", flush=True)
+sys.stdin.read()  # held until the test closes our stdin
+"""
+
+
+def test_a_writer_waiting_on_a_held_index_lock_says_so_then_gives_up(
+    seeded_registry, store_root, monkeypatch, caplog
+) -> None:
+    """Another live process holds index.json's lock and never lets go: the pull names the lock file it waits
+    for, then fails with a clear error after OCIMIRROR_LOCK_TIMEOUT, leaving index.json as it was."""
+    lock_file = store_root / "index.json.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(lock_file)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        monkeypatch.setenv("OCIMIRROR_LOCK_TIMEOUT", "4")
+        index_before = (store_root / "index.json").read_bytes()
+        store = open_store(str(store_root))
+        expected = r"gave up after 4 s waiting for the lock .*index\.json\.lock"
+        with caplog.at_level(logging.INFO, logger="ocimirror.store.locks"), pytest.raises(StoreError, match=expected):
+            _pull(seeded_registry, store)
+        assert f"waiting for the lock {lock_file}, held by another process" in caplog.text
+        assert (store_root / "index.json").read_bytes() == index_before
+    finally:
+        holder.communicate("")
+    assert holder.returncode == 0
+    _pull(seeded_registry, store)  # the holder has ended: the lock is free again
+    assert [image.annotations[REF_NAME] for image in store.images()] == [seeded_registry.reference(IMAGE)]
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "soon", "nan"])
+def test_a_bad_lock_timeout_is_a_config_error(value: str, store_root, monkeypatch) -> None:
+    monkeypatch.setenv("OCIMIRROR_LOCK_TIMEOUT", value)
+    with pytest.raises(ConfigError, match=rf"OCIMIRROR_LOCK_TIMEOUT='{value}': expected a positive number"):
+        open_store(str(store_root)).untag("docker.io/library/alpine:latest")
