@@ -50,6 +50,11 @@ class DocumentTooLarge(InvalidManifest):
     """A manifest or index is larger than the 4 MiB cap that registries also enforce."""
 
 
+class NestingTooDeep(PermanentError, ValueError):
+    """A JSON document nests deeper than any real one does (``jsonlimits.MAX_JSON_DEPTH``); a ``ValueError``
+    so that every caller handling undecodable JSON handles it too."""
+
+
 class DigestMismatch(PermanentError):
     """Content hashed to a different digest than its descriptor declares."""
 

@@ -21,6 +21,7 @@ from ..content import Status, Writer
 from ..descriptor import Descriptor
 from ..digest import ALGORITHMS, blob_path
 from ..errors import InvalidManifest, InvalidReference, NotFound, StoreError, validation_problems
+from ..jsonlimits import decode_json
 from ..manifest import Index, encode_document
 from .backend import Backend
 from .files import LOCAL_CHUNK_SIZE, file_size, read_range
@@ -53,7 +54,7 @@ def decode_index(content: bytes | None, where: str) -> Index:
     if content is None:
         return Index(schema_version=2, media_type=mediatypes.OCI_INDEX, manifests=[])
     try:
-        body = json.loads(content)
+        body = decode_json(content)
         if not isinstance(body, dict):
             raise StoreError(f"{where} is corrupt: not a JSON object")
         index = Index.model_validate(body)
@@ -78,7 +79,7 @@ def _check_reference(reference: str) -> None:
 
 def _check_layout(content: bytes, where: str) -> None:
     try:
-        version = json.loads(content).get("imageLayoutVersion")
+        version = decode_json(content).get("imageLayoutVersion")
     except (ValueError, AttributeError):
         version = None
     if not isinstance(version, str) or not version.startswith("1."):
