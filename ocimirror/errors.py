@@ -107,8 +107,8 @@ def is_transient(error: BaseException) -> bool:
 
 def validation_problems(error: ValidationError, limit: int | None = None) -> list[str]:
     """``location: message`` for each problem pydantic found, so every caller reports untrusted documents
-    and configs in the same words (``layers.0.digest: Value error, invalid digest ...``)."""
+    and configs in the same words (``layers.0.digest: invalid digest ...``)."""
     return [
-        f"{'.'.join(str(part) for part in item['loc']) or '(top level)'}: {item['msg']}"
+        f"{'.'.join(str(part) for part in item['loc']) or '(top level)'}: {item['msg'].removeprefix('Value error, ')}"
         for item in error.errors()[:limit]
     ]
