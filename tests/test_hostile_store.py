@@ -234,3 +234,21 @@ def test_a_bad_lock_timeout_is_a_config_error(value: str, store_root, monkeypatc
     monkeypatch.setenv("OCIMIRROR_LOCK_TIMEOUT", value)
     with pytest.raises(ConfigError, match=rf"OCIMIRROR_LOCK_TIMEOUT='{value}': expected a positive number"):
         open_store(str(store_root)).untag("docker.io/library/alpine:latest")
+
+
+@pytest.mark.parametrize("planted", ["link-to-dev-zero", "fifo"])
+@pytest.mark.parametrize("name", ["index.json", "oci-layout"])
+def test_a_layout_file_that_is_not_a_regular_file_is_refused_not_read(store_root, name: str, planted: str) -> None:
+    path = store_root / name
+    path.unlink()
+    if planted == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+
+    result = subprocess.run(
+        [sys.executable, "-m", "ocimirror_cli", "ls", str(store_root)], capture_output=True, text=True, timeout=60
+    )
+
+    assert result.returncode == 1
+    assert f"{name} is not a regular file" in result.stderr

@@ -9,6 +9,7 @@ through the backend, which knows how to make a blob visible only once verified a
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import re
 from collections.abc import Callable, Iterator
@@ -24,7 +25,7 @@ from ..errors import InvalidManifest, InvalidReference, NotFound, StoreError, va
 from ..jsonlimits import decode_json
 from ..manifest import Index, encode_document
 from .backend import Backend
-from .files import LOCAL_CHUNK_SIZE, file_size, read_range
+from .files import LOCAL_CHUNK_SIZE, file_size, protocols, read_range
 
 OCI_LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
@@ -113,6 +114,7 @@ class LayoutStore:
         self.url = redact_url(url)
         self.chunk_size = chunk_size
         self._layout_ready = False
+        self._on_local_disk = "file" in protocols(backend.fs)
 
     def __repr__(self) -> str:
         return f"LayoutStore({self.url!r})"
@@ -131,8 +133,18 @@ class LayoutStore:
         return f"{self.url.rstrip('/')}/{relative}"
 
     def _read(self, relative: str) -> bytes | None:
+        """The small file ``relative`` (``index.json``, ``oci-layout``); ``None`` if absent.
+
+        On local disk a shared store may hold a planted link to ``/dev/zero`` or a FIFO there, which would
+        never finish reading: only a regular file is read, anything else is a ``StoreError``.
+        """
+        path = self._path(relative)
+        if self._on_local_disk and file_size(self.fs, path) is None:
+            if os.path.lexists(path):
+                raise StoreError(f"{self._where(relative)} is not a regular file (a link, FIFO or device)")
+            return None
         try:
-            return self.fs.cat_file(self._path(relative))
+            return self.fs.cat_file(path)
         except FileNotFoundError:
             return None
 
