@@ -9,6 +9,7 @@ everything asked for is complete and verified, 1 when something failed, 2 for ba
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
@@ -40,6 +41,18 @@ app = typer.Typer(
 console = Console(stderr=True, soft_wrap=True)
 #: Registry messages and store contents reach the terminal through logs too: none may carry escapes.
 printable_log_records()
+
+
+class _ConsoleWarnings(logging.Handler):
+    """The core's warnings (a wait on a lock held by another process, retries) on stderr, above any
+    progress bars: Prefect's console handler is kept quiet (``_quiet_prefect``), and these are for the
+    person waiting."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        console.print(f"[yellow]warning:[/yellow] {escape(printable(record.getMessage()))}", highlight=False)
+
+
+logging.getLogger("ocimirror").addHandler(_ConsoleWarnings(logging.WARNING))
 T = TypeVar("T")
 EXIT_FAILED = 1
 EXIT_USAGE = 2

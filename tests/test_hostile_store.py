@@ -252,3 +252,23 @@ def test_a_layout_file_that_is_not_a_regular_file_is_refused_not_read(store_root
 
     assert result.returncode == 1
     assert f"{name} is not a regular file" in result.stderr
+
+
+def test_the_cli_says_which_lock_it_waits_for_and_gives_up(seeded_registry, prefect_server, store_root, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ocimirror_cli.main import app
+
+    lock_file = store_root / "index.json.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(lock_file)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        monkeypatch.setenv("OCIMIRROR_LOCK_TIMEOUT", "4")
+        result = CliRunner().invoke(app, ["pull", seeded_registry.reference(IMAGE), "--to", str(store_root)])
+    finally:
+        holder.communicate("")
+    assert result.exit_code == 1
+    assert f"warning: waiting for the lock {lock_file}, held by another process" in result.stderr
+    assert "gave up after 4 s waiting for the lock" in result.stderr
