@@ -164,7 +164,7 @@ class ImageSpec(_Strict):
 
     With no tag selector at all, ``latest`` is mirrored, as ``docker pull`` would. ``tags`` are taken as
     given; the other selectors filter the registry's tag list: ``include``/``exclude`` regular expressions
-    (full match), a ``semver`` range (PEP 440 specifiers, ``>=3.18,<4``; a space also separates), and the
+    (RE2 syntax, full match), a ``semver`` range (PEP 440 specifiers, ``>=3.18,<4``; a space also separates), and the
     ``latest`` N by version. ``digests`` are mirrored untagged-by-name as ``repo@digest``.
     """
 
