@@ -21,7 +21,7 @@ import pytest
 from ocimirror.content import Status
 from ocimirror.descriptor import Descriptor, ref_key
 from ocimirror.digest import blob_path
-from ocimirror.errors import ConfigError, StoreError
+from ocimirror.errors import ConfigError, NotFound, StoreError
 from ocimirror.pull import pull
 from ocimirror.remotes import Registry, parse_reference
 from ocimirror.store import LayoutStore, open_store
@@ -272,3 +272,15 @@ def test_the_cli_says_which_lock_it_waits_for_and_gives_up(seeded_registry, pref
     assert result.exit_code == 1
     assert f"warning: waiting for the lock {lock_file}, held by another process" in result.stderr
     assert "gave up after 4 s waiting for the lock" in result.stderr
+
+
+def test_a_memory_store_gives_up_on_a_held_index_lock_too(monkeypatch) -> None:
+    store = open_store(f"memory://ocimirror-lock-{os.getpid()}")
+    store._ensure_layout()
+    monkeypatch.setenv("OCIMIRROR_LOCK_TIMEOUT", "0.2")
+    held = store.backend.lock(f"{store.backend.root}/index.json.lock")  # type: ignore[attr-defined]
+    expected = r"gave up after 0\.2 s waiting for the lock .*index\.json\.lock"
+    with held, pytest.raises(StoreError, match=expected):
+        store.untag("docker.io/library/alpine:latest")
+    with pytest.raises(NotFound):  # the lock is free again: untag runs and finds nothing to remove
+        store.untag("docker.io/library/alpine:latest")
