@@ -13,6 +13,8 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -203,28 +205,35 @@ sys.stdin.read()  # held until the test closes our stdin
 """
 
 
+@contextmanager
+def lock_held_by_another_process(lock_file: Path) -> Iterator[None]:
+    """A live process holding the flock on ``lock_file`` until the block ends."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(lock_file)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        yield
+    finally:
+        holder.communicate("")
+    assert holder.returncode == 0
+
+
 def test_a_writer_waiting_on_a_held_index_lock_says_so_then_gives_up(
     seeded_registry, store_root, monkeypatch, caplog
 ) -> None:
     """Another live process holds index.json's lock and never lets go: the pull names the lock file it waits
     for, then fails with a clear error after OCIMIRROR_LOCK_TIMEOUT, leaving index.json as it was."""
     lock_file = store_root / "index.json.lock"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_LOCK, str(lock_file)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-        monkeypatch.setenv("OCIMIRROR_LOCK_TIMEOUT", "4")
-        index_before = (store_root / "index.json").read_bytes()
-        store = open_store(str(store_root))
+    monkeypatch.setenv("OCIMIRROR_LOCK_TIMEOUT", "4")
+    index_before = (store_root / "index.json").read_bytes()
+    store = open_store(str(store_root))
+    with lock_held_by_another_process(lock_file):
         expected = r"gave up after 4 s waiting for the lock .*index\.json\.lock"
         with caplog.at_level(logging.INFO, logger="ocimirror.store.locks"), pytest.raises(StoreError, match=expected):
             _pull(seeded_registry, store)
-        assert f"waiting for the lock {lock_file}, held by another process" in caplog.text
-        assert (store_root / "index.json").read_bytes() == index_before
-    finally:
-        holder.communicate("")
-    assert holder.returncode == 0
+    assert f"waiting for the lock {lock_file}, held by another process" in caplog.text
+    assert (store_root / "index.json").read_bytes() == index_before
     _pull(seeded_registry, store)  # the holder has ended: the lock is free again
     assert [image.annotations[REF_NAME] for image in store.images()] == [seeded_registry.reference(IMAGE)]
 
@@ -260,15 +269,9 @@ def test_the_cli_says_which_lock_it_waits_for_and_gives_up(seeded_registry, pref
     from ocimirror_cli.main import app
 
     lock_file = store_root / "index.json.lock"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_LOCK, str(lock_file)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-        monkeypatch.setenv("OCIMIRROR_LOCK_TIMEOUT", "4")
+    monkeypatch.setenv("OCIMIRROR_LOCK_TIMEOUT", "4")
+    with lock_held_by_another_process(lock_file):
         result = CliRunner().invoke(app, ["pull", seeded_registry.reference(IMAGE), "--to", str(store_root)])
-    finally:
-        holder.communicate("")
     assert result.exit_code == 1
     assert f"warning: waiting for the lock {lock_file}, held by another process" in result.stderr
     assert "gave up after 4 s waiting for the lock" in result.stderr
