@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from packaging.version import InvalidVersion, Version
 
-from .config import ImageSpec
+from .config import ImageSpec, compile_pattern
 
 
 def _version(tag: str) -> Version | None:
@@ -21,17 +20,20 @@ def select_tags(spec: ImageSpec, available: Sequence[str]) -> list[str]:
     """The tags of ``spec`` to mirror, given the registry's ``available`` tags (ignored unless needed).
 
     Explicit ``tags`` are always kept (a missing one fails at resolve, loudly). Listed tags pass
-    ``include`` (any pattern), then not ``exclude``, then the version range; ``latest`` keeps the N highest
-    versions among those. Pre-releases count only when the range names one, as with pip. The result is
-    sorted and without duplicates, so plans are stable from run to run.
+    ``include`` (any pattern), then not ``exclude`` (RE2 full matches: linear time, whatever the pattern),
+    then the version range; ``latest`` keeps the N highest versions among those. Pre-releases count only
+    when the range names one, as with pip. The result is sorted and without duplicates, so plans are
+    stable from run to run.
     """
     chosen = set(spec.tags)
     if spec.lists_tags:
+        include = [compile_pattern(pattern) for pattern in spec.include]
+        exclude = [compile_pattern(pattern) for pattern in spec.exclude]
         candidates = [
             tag
             for tag in available
-            if (not spec.include or any(re.fullmatch(p, tag) for p in spec.include))
-            and not any(re.fullmatch(p, tag) for p in spec.exclude)
+            if (not include or any(pattern.fullmatch(tag) for pattern in include))
+            and not any(pattern.fullmatch(tag) for pattern in exclude)
         ]
         version_range = spec.version_range
         if version_range is not None or spec.latest:

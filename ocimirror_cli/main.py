@@ -9,6 +9,7 @@ everything asked for is complete and verified, 1 when something failed, 2 for ba
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
@@ -26,6 +27,7 @@ from rich.table import Table
 from ocimirror import progress as progress_events
 from ocimirror.errors import ConfigError, OcimirrorError
 from ocimirror.report import human_size
+from ocimirror.text import printable, printable_log_records
 
 app = typer.Typer(
     name="ocimirror",
@@ -37,6 +39,20 @@ app = typer.Typer(
 )
 #: Messages go to stderr and are never hard-wrapped: piped output is read by scripts, line by line.
 console = Console(stderr=True, soft_wrap=True)
+#: Registry messages and store contents reach the terminal through logs too: none may carry escapes.
+printable_log_records()
+
+
+class _ConsoleWarnings(logging.Handler):
+    """The core's warnings (a wait on a lock held by another process, retries) on stderr, above any
+    progress bars: Prefect's console handler is kept quiet (``_quiet_prefect``), and these are for the
+    person waiting."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        console.print(f"[yellow]warning:[/yellow] {escape(printable(record.getMessage()))}", highlight=False)
+
+
+logging.getLogger("ocimirror").addHandler(_ConsoleWarnings(logging.WARNING))
 T = TypeVar("T")
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -130,7 +146,8 @@ def _progress_display(enabled: bool) -> Iterator[None]:
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    """Print ``message`` (which may quote a registry or a store: made ``printable``) as one error line."""
+    console.print(f"[red]error:[/red] {escape(printable(message))}", highlight=False)
     return typer.Exit(code)
 
 
@@ -177,7 +194,7 @@ def pull(
             try:
                 results.append(state.result().model_dump(exclude={"tree"}))
             except Exception as error:  # noqa: BLE001 - one failed reference does not stop the others
-                results.append({"reference": reference, "error": f"{type(error).__name__}: {error}"})
+                results.append({"reference": reference, "error": printable(f"{type(error).__name__}: {error}")})
     if as_json:
         print(json.dumps({"images": results}, indent=2))
     for result in [] if as_json else results:  # after the progress bars, so lines are not interleaved
@@ -218,7 +235,7 @@ def sync(
     else:
         for image in result.images:
             detail = image.error or image.source_digest or ""
-            print(f"{image.status:<11} {image.reference} {detail}")
+            print(printable(f"{image.status:<11} {image.reference} {detail}"))
     raise typer.Exit(EXIT_FAILED if result.failed else 0)
 
 
@@ -252,11 +269,13 @@ def list_store(
     if console.is_terminal:
         table = Table("reference", "digest", "platforms", "size")
         for image in images:
-            table.add_row(image.reference, image.digest, ",".join(image.platforms), human_size(image.size))
+            platforms = printable(",".join(image.platforms))
+            table.add_row(escape(printable(image.reference)), image.digest, escape(platforms), human_size(image.size))
         Console().print(table)
         return
     for image in images:
-        print(f"{image.reference}\t{image.digest}\t{','.join(image.platforms) or '-'}\t{image.size}")
+        platforms = printable(",".join(image.platforms)) or "-"
+        print(f"{printable(image.reference)}\t{image.digest}\t{platforms}\t{image.size}")
 
 
 @app.command()
@@ -273,7 +292,7 @@ def verify(
         print(report.model_dump_json(indent=2))
     else:
         for fault in report.faults:
-            print(f"FAULT {fault}")
+            print(f"FAULT {printable(fault)}")
         print(f"{'ok' if report.ok else 'FAILED'}: {report.summary()}")
     raise typer.Exit(0 if report.ok else EXIT_FAILED)
 
