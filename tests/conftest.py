@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.registry",
     "tests.fixtures.objectstores",
     "tests.fixtures.prefect",
+    "tests.fixtures.served",
 ]

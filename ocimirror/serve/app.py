@@ -32,14 +32,14 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route, Router
 from starlette.types import Message, Receive, Scope, Send
 
-from ..digest import Verifier, validate_digest
+from ..digest import validate_digest
 from ..errors import DigestMismatch, InvalidDigest, NotFound, SizeMismatch
 from ..remotes.reference import is_tag
 from ..store import LayoutStore
 from . import errors
 from .auth import Htpasswd, basic_credentials
-from .blobs import BlobReader, RangeNotSatisfiable, open_blob, parse_range
-from .catalog import Catalog, CatalogSource, CatalogUnavailable, Node, Repository
+from .blobs import BlobReader, RangeNotSatisfiable, open_blob, parse_range, read_verified
+from .catalog import Catalog, CatalogSource, CatalogUnavailable, Repository
 from .errors import API_VERSION_HEADER, ApiError
 from .names import InvalidName, NameMap
 
@@ -186,7 +186,7 @@ class RegistryApp:
         if request.method == "HEAD":
             return Response(b"", headers=headers)
         try:
-            content = await self._run(self._read_document, node)
+            content = await self._run(read_verified, self.store, node.digest, node.size)
         except NotFound:
             log.warning("manifest %s of %s is listed in index.json but not stored", node.digest, self.store)
             raise errors.manifest_unknown(name, reference) from None
@@ -244,20 +244,6 @@ class RegistryApp:
             raise errors.name_invalid(str(error)) from None
         catalog = await self._run(self.catalogs.current)
         return catalog.repositories.get(stored)
-
-    def _read_document(self, node: Node) -> bytes:
-        """The verified bytes of a stored manifest (at most 4 MiB: the catalog only lists documents)."""
-        reader = open_blob(self.store, node.digest)
-        try:
-            verifier = Verifier(node.digest, node.size)
-            parts = []
-            while verifier.offset < node.size and (chunk := reader.read(verifier.offset, reader.chunk_size)):
-                verifier.update(chunk)
-                parts.append(chunk)
-            verifier.verify()
-            return b"".join(parts)
-        finally:
-            reader.close()
 
     async def _chunks(self, reader: BlobReader, start: int, end: int, digest: str) -> AsyncIterator[bytes]:
         """The bytes ``start``..``end`` of an open blob, a chunk at a time; closes the reader at the end."""

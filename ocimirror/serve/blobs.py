@@ -19,7 +19,7 @@ import stat
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..digest import blob_path
+from ..digest import Verifier, blob_path
 from ..errors import NotFound
 from ..store import LayoutStore
 from ..store.files import file_size, protocols
@@ -109,6 +109,22 @@ def _open_local(root: str, relative: str, digest: str) -> BlobReader:
         os.close(descriptor)
         raise NotFound(f"{digest} is not stored as a regular file")
     return _LocalBlob(descriptor, info.st_size)
+
+
+def read_verified(store: LayoutStore, digest: str, size: int) -> bytes:
+    """The whole content of a small blob (a manifest), read as :func:`open_blob` reads and checked against
+    ``digest`` and ``size``: ``DigestMismatch``/``SizeMismatch`` for damaged content. Blocking."""
+    reader = open_blob(store, digest)
+    try:
+        verifier = Verifier(digest, size)
+        parts = []
+        while verifier.offset < size and (chunk := reader.read(verifier.offset, reader.chunk_size)):
+            verifier.update(chunk)
+            parts.append(chunk)
+        verifier.verify()
+        return b"".join(parts)
+    finally:
+        reader.close()
 
 
 @dataclass(frozen=True)

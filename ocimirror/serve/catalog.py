@@ -2,7 +2,8 @@
 
 Serving a digest under a name is scoped as distribution scopes it: ``/v2/<name>/blobs/<digest>`` answers only
 for content of an image stored under that name. The answer comes from a :class:`Catalog`, built by walking
-every tagged image from ``index.json`` down to its layers. Building reads manifests, so it happens once per
+every tagged image from ``index.json`` down to its layers (manifests read as the API serves them: regular
+files inside the store only, verified). Building reads manifests, so it happens once per
 change of ``index.json`` (a stat per request notices the change; object stores are asked at most once per
 ``refresh_interval``), not per request. Manifests are content-addressed and verified when read, so their
 children are remembered across rebuilds: after a sync only the new manifests are read.
@@ -23,12 +24,13 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .. import mediatypes
-from ..content import read_document
 from ..descriptor import Descriptor
-from ..errors import OcimirrorError
+from ..errors import DocumentTooLarge, OcimirrorError
+from ..manifest import parse_document
 from ..store import LayoutStore
 from ..store.files import protocols
 from ..store.layout import INDEX_FILE, ref_name
+from .blobs import read_verified
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +179,10 @@ class CatalogSource:
         children = self._children.get(node.digest)
         if children is not None:
             return children
-        descriptor = Descriptor(media_type=node.media_type, digest=node.digest, size=node.size)
         try:
-            document = read_document(self._store, descriptor)
+            if node.size > mediatypes.MAX_DOCUMENT_SIZE:
+                raise DocumentTooLarge(f"{node.size} bytes, over the {mediatypes.MAX_DOCUMENT_SIZE} byte limit")
+            document = parse_document(node.media_type, read_verified(self._store, node.digest, node.size))
         except (OcimirrorError, RecursionError) as error:
             log.warning("%s in %s is served as a leaf: %s", node.digest, self._store, _reason(error))
             return ()

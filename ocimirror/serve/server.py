@@ -95,7 +95,12 @@ class RegistryServer:
     """
 
     def __init__(
-        self, app: RegistryApp, host: str = "127.0.0.1", port: int = 5000, tls: TLSFiles | None = None
+        self,
+        app: RegistryApp,
+        host: str = "127.0.0.1",
+        port: int = 5000,
+        tls: TLSFiles | None = None,
+        idle_timeout: int = IDLE_TIMEOUT_SECONDS,
     ) -> None:
         self.app = app
         self.tls = tls
@@ -111,7 +116,7 @@ class RegistryServer:
             access_log=False,
             proxy_headers=False,
             server_header=False,
-            timeout_keep_alive=IDLE_TIMEOUT_SECONDS,
+            timeout_keep_alive=idle_timeout,
             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
             ssl_certfile=str(tls.certificate) if tls else None,
             ssl_keyfile=str(tls.key) if tls else None,
