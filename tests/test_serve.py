@@ -285,7 +285,7 @@ def test_writes_are_unsupported(served, method: str) -> None:
         assert response.headers["Allow"] == "GET, HEAD"
 
 
-def test_a_symlinked_blob_is_not_followed(mirrored_store, mapped, serve, tmp_path) -> None:
+def test_a_symlinked_blob_or_a_fifo_is_not_served(mirrored_store, mapped, serve, tmp_path) -> None:
     store = mirrored_store.copy_to(tmp_path / "store")
     server = serve(store, mapped)
     layer = _layer_of(server, "src/test/single")
@@ -295,6 +295,10 @@ def test_a_symlinked_blob_is_not_followed(mirrored_store, mapped, serve, tmp_pat
     response = requests.get(f"{server.url}/v2/src/test/single/blobs/{layer}", timeout=10)
     assert (response.status_code, errors_of(response)) == (404, ["BLOB_UNKNOWN"])
     assert "root:" not in response.text
+    target.unlink()
+    os.mkfifo(target)  # nor anything else that is no regular file (opening a FIFO must not wait for a writer)
+    response = requests.get(f"{server.url}/v2/src/test/single/blobs/{layer}", timeout=10)
+    assert (response.status_code, errors_of(response)) == (404, ["BLOB_UNKNOWN"])
 
 
 def test_a_symlinked_blobs_directory_is_not_followed(mirrored_store, mapped, serve, tmp_path) -> None:

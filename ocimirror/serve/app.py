@@ -116,7 +116,8 @@ class RegistryApp:
         except _ResponseAborted:
             pass
         except Exception as error:  # noqa: BLE001 - anything else: one log line and a JSON 500, no traceback
-            log.error("%s %s failed: %s: %s", method, scope.get("path", "?"), type(error).__name__, error)
+            # repr: a path or message with a newline in it stays one line of the log.
+            log.error("%s %r failed: %s: %r", method, scope.get("path", "?"), type(error).__name__, str(error))
             if not started:
                 await errors.internal("internal error; see the server log").response(method)(scope, receive, send)
 

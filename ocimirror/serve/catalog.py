@@ -110,9 +110,9 @@ class CatalogSource:
             now = time.monotonic()
             if now - self._checked_at >= self._refresh_interval:
                 version = self._index_version()
-                self._checked_at = now
                 if version != self._version or (self._catalog is None and self._failure is None):
                     self._rebuild(version)
+                self._checked_at = now  # not before: a store error retries at the next request
             if self._catalog is None:
                 raise CatalogUnavailable(self._failure or "index.json is unusable")
             return self._catalog

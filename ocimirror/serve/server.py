@@ -18,7 +18,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -90,8 +89,8 @@ def bind(host: str, port: int) -> socket.socket:
 class RegistryServer:
     """Serves a :class:`RegistryApp` on ``host:port`` (``port`` 0: any free port), over TLS if ``tls``.
 
-    ``run()`` serves in the foreground until a signal; ``start()``/``stop()`` (or ``with``) in a background
-    thread, for tests and embedding.
+    ``run()`` serves in the foreground until a signal; ``start()``/``stop()`` in a background thread, for tests
+    and embedding.
     """
 
     def __init__(
@@ -162,15 +161,6 @@ class RegistryServer:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-
-    def __enter__(self) -> RegistryServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def _ssl_reason(error: BaseException) -> str:
