@@ -352,22 +352,46 @@ def test_a_deeply_nested_manifest_is_served_as_stored(mirrored_store, serve, tmp
     assert len(lines) == 1 and "nested too deeply" in lines[0].getMessage()
 
 
-def test_a_client_hanging_up_mid_blob_is_not_an_error(mirrored_store, serve, tmp_path, caplog) -> None:
+@pytest.fixture
+def big_blob(mirrored_store, serve, tmp_path) -> tuple[RegistryServer, str, bytes]:
+    """A server whose store has ``library/big:v1`` with one 8 MiB layer: (server, layer blob URL, content)."""
     store = mirrored_store.copy_to(tmp_path / "store")
     big = os.urandom(8 * 1024 * 1024)
     layer = _commit(store, "application/vnd.oci.image.layer.v1.tar", big)
     store.tag("docker.io/library/big:v1", _manifest_over(store, layer))
     server = serve(store)
+    return server, f"/v2/library/big/blobs/{layer.digest}", big
+
+
+def _start_download(server: RegistryServer, path: str) -> socket.socket:
+    connection = socket.create_connection((server.host, server.port))
+    connection.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return connection
+
+
+def test_a_client_hanging_up_mid_blob_is_not_an_error(big_blob, caplog) -> None:
+    server, path, big = big_blob
     with caplog.at_level(logging.DEBUG):
         for _ in range(20):
-            with socket.create_connection((server.host, server.port)) as connection:
-                request = f"GET /v2/library/big/blobs/{layer.digest} HTTP/1.1\r\nHost: x\r\n\r\n"
-                connection.sendall(request.encode())
+            with _start_download(server, path) as connection:
                 connection.recv(65536)
                 connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset
-        whole = requests.get(f"{server.url}/v2/library/big/blobs/{layer.digest}", timeout=30)
-        assert whole.content == big
+        assert requests.get(f"{server.url}{path}", timeout=30).content == big
     assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
+
+
+def test_clients_that_stop_reading_do_not_hold_up_others(big_blob) -> None:
+    """Each response waits for its own socket to drain; nobody else waits for it."""
+    server, path, big = big_blob
+    stalled = [_start_download(server, path) for _ in range(80)]  # more than the I/O worker threads
+    try:
+        for connection in stalled:
+            assert connection.recv(1024).startswith(b"HTTP/1.1 200")  # started, then never read again
+        assert requests.get(f"{server.url}{path}", timeout=30).content == big
+        assert requests.get(f"{server.url}/v2/_catalog", timeout=30).status_code == 200
+    finally:
+        for connection in stalled:
+            connection.close()
 
 
 def _commit(store, media_type: str, content: bytes) -> Descriptor:
