@@ -10,6 +10,7 @@ import base64
 import json
 import logging
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -485,15 +486,39 @@ def test_unusable_tls_files_are_one_error(mirrored_store, tmp_path) -> None:
 # --------------------------------------------------------------------------------------------------- the CLI
 
 
+CLI = [sys.executable, "-m", "ocimirror_cli", "serve"]
+CLI_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ocimirror_cli", "serve", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=ROOT, timeout=120, env=CLI_ENV)
+
+
+def test_sigterm_lets_a_download_in_flight_finish(big_blob, tmp_path) -> None:
+    _, path, big = big_blob
+    process = subprocess.Popen(
+        [*CLI, str(tmp_path / "store"), "--listen", "127.0.0.1:0"], stderr=subprocess.PIPE, text=True, env=CLI_ENV
     )
+    try:
+        assert process.stderr is not None
+        url = process.stderr.readline().split(" at ")[1].split()[0]  # "serving STORE at URL (Ctrl-C to stop)"
+        host, port = url.removeprefix("http://").split(":")
+        with socket.socket() as connection:
+            # A small receive window: the server cannot have sent the blob before the signal.
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            connection.connect((host, int(port)))
+            connection.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            received = connection.recv(65536)
+            process.terminate()  # SIGTERM while the blob is being sent
+            while chunk := connection.recv(1 << 20):
+                received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and body == big
+        assert process.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once done
+        assert "Traceback" not in process.stderr.read()
+    finally:
+        process.kill()
+        process.wait()
 
 
 def test_a_busy_port_is_one_line_and_exit_1(mirrored_store) -> None:

@@ -27,6 +27,8 @@ from .app import RegistryApp
 
 IDLE_TIMEOUT_SECONDS = 15
 SHUTDOWN_GRACE_SECONDS = 10
+#: Connections the kernel queues before they are accepted.
+BACKLOG = 2048
 #: How long ``start`` waits for a background server to come up before giving up.
 START_TIMEOUT_SECONDS = 30.0
 
@@ -80,6 +82,7 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(address)
+        listener.listen(BACKLOG)  # from here on clients queue, even before the event loop runs
     except OSError as error:
         listener.close()
         raise ServeError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
@@ -117,6 +120,7 @@ class RegistryServer:
             server_header=False,
             timeout_keep_alive=idle_timeout,
             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+            backlog=BACKLOG,
             ssl_certfile=str(tls.certificate) if tls else None,
             ssl_keyfile=str(tls.key) if tls else None,
         )
