@@ -230,7 +230,7 @@ class RegistryApp:
         if request.method == "HEAD":
             reader.close()
             return Response(b"", status_code=status, headers=headers)
-        return StreamingResponse(self._chunks(reader, start, end, digest), status_code=status, headers=headers)
+        return _BlobResponse(reader, self._chunks(reader, start, end, digest), status_code=status, headers=headers)
 
     async def _not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
         raise errors.not_found()
@@ -247,23 +247,37 @@ class RegistryApp:
         return catalog.repositories.get(stored)
 
     async def _chunks(self, reader: BlobReader, start: int, end: int, digest: str) -> AsyncIterator[bytes]:
-        """The bytes ``start``..``end`` of an open blob, a chunk at a time; closes the reader at the end."""
+        """The bytes ``start``..``end`` of an open blob, a chunk at a time."""
+        position = start
+        while position < end:
+            length = min(reader.chunk_size, end - position)
+            try:
+                chunk = await anyio.to_thread.run_sync(reader.read, position, length, limiter=self._limiter)
+            except OSError as error:
+                log.error("reading blob %s of %s failed: %s", digest, self.store, error)
+                raise _ResponseAborted from None
+            if not chunk:
+                log.error("blob %s of %s ended at byte %d of %d", digest, self.store, position, reader.size)
+                raise _ResponseAborted
+            yield chunk
+            position += len(chunk)
+
+
+class _BlobResponse(StreamingResponse):
+    """A streamed blob that closes its reader however the response ends: sent, failed, or cancelled by a
+    client hanging up (possibly before the first chunk was read)."""
+
+    def __init__(
+        self, reader: BlobReader, chunks: AsyncIterator[bytes], status_code: int, headers: dict[str, str]
+    ) -> None:
+        super().__init__(chunks, status_code=status_code, headers=headers)
+        self._reader = reader
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            position = start
-            while position < end:
-                length = min(reader.chunk_size, end - position)
-                try:
-                    chunk = await anyio.to_thread.run_sync(reader.read, position, length, limiter=self._limiter)
-                except OSError as error:
-                    log.error("reading blob %s of %s failed: %s", digest, self.store, error)
-                    raise _ResponseAborted from None
-                if not chunk:
-                    log.error("blob %s of %s ended at byte %d of %d", digest, self.store, position, reader.size)
-                    raise _ResponseAborted
-                yield chunk
-                position += len(chunk)
+            await super().__call__(scope, receive, send)
         finally:
-            reader.close()
+            self._reader.close()
 
 
 def _dump(document: object) -> bytes:
