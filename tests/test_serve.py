@@ -440,7 +440,11 @@ def served_store_idle(mirrored_store, serve) -> RegistryServer:
 @pytest.fixture
 def htpasswd_path(tmp_path) -> Path:
     path = tmp_path / "htpasswd"
-    path.write_text("# mirror users\n\n" + htpasswd_file({"puller": "pull-secret"}))
+    entries = htpasswd_file({"puller": "pull-secret", "apache": "apache-secret"})
+    # Apache's htpasswd -B writes the $2y$ prefix; bcrypt libraries write $2b$ (the same algorithm).
+    entries = entries.replace("apache:$2b$", "apache:$2y$")
+    assert "apache:$2y$" in entries
+    path.write_text("# mirror users\n\n" + entries)
     return path
 
 
@@ -451,8 +455,8 @@ def test_basic_auth_from_htpasswd(mirrored_store, serve, htpasswd_path) -> None:
     assert challenge.headers["WWW-Authenticate"].startswith('Basic realm="ocimirror"')
     for wrong in (("puller", "nope"), ("nobody", "pull-secret")):
         assert requests.get(f"{server.url}/v2/", auth=wrong, timeout=10).status_code == 401
-    for _ in range(2):  # the second time from the cache of verified credentials
-        response = requests.get(f"{server.url}/v2/library/single/tags/list", auth=("puller", "pull-secret"), timeout=10)
+    for credentials in [("puller", "pull-secret")] * 2 + [("apache", "apache-secret")]:  # 2nd: from the cache
+        response = requests.get(f"{server.url}/v2/library/single/tags/list", auth=credentials, timeout=10)
         assert response.json()["tags"] == ["v1"]
     assert requests.put(f"{server.url}/v2/library/single/manifests/x", timeout=10).status_code == 401
     assert "pull-secret" not in repr(server.app.htpasswd)
