@@ -89,7 +89,7 @@ class RegistryApp:
         for a hint at start-up; blocking."""
         try:
             stored = list(self.catalogs.current().repositories)
-        except CatalogUnavailable:
+        except (CatalogUnavailable, OSError):  # logged; requests will answer 500 until the store is usable
             return []
         return self.names.unreachable_registries(stored)
 
