@@ -89,7 +89,10 @@ class RegistryApp:
         for a hint at start-up; blocking."""
         try:
             stored = list(self.catalogs.current().repositories)
-        except (CatalogUnavailable, OSError):  # logged; requests will answer 500 until the store is usable
+        except CatalogUnavailable:  # logged by the catalog; requests answer 500 until index.json is fixed
+            return []
+        except OSError as error:
+            log.error("store %s failed: %s: %s", self.store, type(error).__name__, error)
             return []
         return self.names.unreachable_registries(stored)
 
