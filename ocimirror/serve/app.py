@@ -92,7 +92,7 @@ class RegistryApp:
         except CatalogUnavailable:  # logged by the catalog; requests answer 500 until index.json is fixed
             return []
         except OSError as error:
-            log.error("store %s failed: %s: %s", self.store, type(error).__name__, error)
+            self._log_store_failure(error)
             return []
         return self.names.unreachable_registries(stored)
 
@@ -139,8 +139,11 @@ class RegistryApp:
         except CatalogUnavailable:
             raise errors.internal("the store's index cannot be read; see the server log") from None
         except OSError as error:
-            log.error("store %s failed: %s: %s", self.store, type(error).__name__, error)
+            self._log_store_failure(error)
             raise errors.internal("the store is not available; see the server log") from None
+
+    def _log_store_failure(self, error: OSError) -> None:
+        log.error("store %s failed: %s: %s", self.store, type(error).__name__, error)
 
     # Endpoints
 
