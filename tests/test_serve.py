@@ -34,6 +34,7 @@ from ocimirror.serve import (
     TLSFiles,
 )
 from ocimirror.serve.names import InvalidName
+from ocimirror.store import open_store
 from ocimirror_demo.registry import htpasswd_file
 from tests.fixtures.served import MirroredStore
 
@@ -547,3 +548,20 @@ def test_bad_serve_options_are_one_line_and_exit_2(mirrored_store, args: list[st
     result = _cli(str(mirrored_store.path), *args)
     assert result.returncode == 2 and problem in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_a_store_that_does_not_answer_is_a_500_and_one_log_line(serve, caplog) -> None:
+    """An S3 endpoint where nothing listens: every request that needs the store fails alike, and says so once."""
+    options = {
+        "endpoint_url": "http://127.0.0.1:9",
+        "key": "k",
+        "secret": "s",
+        "config_kwargs": {"retries": {"max_attempts": 1}},
+    }
+    server = serve(open_store("s3://unreachable/store", options))
+    with caplog.at_level(logging.WARNING):
+        response = requests.get(f"{server.url}/v2/library/single/tags/list", timeout=60)
+    assert (response.status_code, errors_of(response)) == (500, ["UNKNOWN"])
+    assert "unreachable" not in response.text and "127.0.0.1:9" not in response.text
+    (line,) = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert "\n" not in line.getMessage() and line.exc_info is None
