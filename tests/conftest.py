@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.objectstores",
     "tests.fixtures.prefect",
     "tests.fixtures.scripted_registry",
+    "tests.fixtures.served",
 ]
