@@ -84,7 +84,7 @@ class NameMap:
                 raise InvalidName(f"invalid repository name {name[:300]!r} in namespace {namespace[:300]!r}")
             registry = DOCKER_HUB if namespace.lower() in DOCKER_HUB_ALIASES else namespace
             return f"{registry}/{name}"
-        if "@" in name or ":" in name.rpartition("/")[2]:
+        if not is_repository_path(name):  # what /v2/<name>/ may hold: lowercase components, no ':' or '@'
             raise InvalidName(f"invalid repository name {name[:300]!r}")
         try:
             source = parse_reference(name)  # Docker's rules 3 and 4, and the grammar of every component
