@@ -9,11 +9,11 @@ resolved where they are used, so a config can be logged, shown in the UI or comm
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import re2  # type: ignore[import-untyped]  # google-re2: linear-time matching, no stubs published
 import yaml
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -22,6 +22,28 @@ from .digest import Digest
 from .errors import ConfigError, validation_problems
 from .platforms import format_platform, parse_platform
 from .remotes.config import Credentials, RegistryConfig, normalise_endpoint
+
+#: A config is a few KiB; one listing a thousand images is ~100 KiB. Larger files are refused unread.
+MAX_CONFIG_BYTES = 1024 * 1024
+#: More images than any one sync should carry (split the config); keeps a plan's size bounded.
+MAX_IMAGES = 10_000
+#: Nodes that YAML aliases may add when expanded. Reusing a credentials block costs a handful; a "billion
+#: laughs" document adds billions (it is small on disk and explodes when serialised for Prefect).
+MAX_ALIAS_EXPANSION = 10_000
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the error is raised to us; RE2 would also print it to stderr
+
+
+def compile_pattern(pattern: str) -> Any:
+    """Compile a tag pattern with RE2, whose matching time is linear in the tag's length whatever the
+    pattern (Python's ``re`` backtracks: ``(a+)+$`` against a long tag never finishes). RE2 has no
+    backreferences or lookaround; such patterns are refused with ``ValueError`` naming them."""
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as error:
+        reason = error.args[0].decode(errors="replace") if error.args else "not supported"
+        raise ValueError(f"invalid regular expression {pattern!r} (RE2 syntax, no backreferences): {reason}") from None
 
 
 class _Strict(BaseModel):
@@ -142,7 +164,7 @@ class ImageSpec(_Strict):
 
     With no tag selector at all, ``latest`` is mirrored, as ``docker pull`` would. ``tags`` are taken as
     given; the other selectors filter the registry's tag list: ``include``/``exclude`` regular expressions
-    (full match), a ``semver`` range (PEP 440 specifiers, ``>=3.18,<4``; a space also separates), and the
+    (RE2 syntax, full match), a ``semver`` range (PEP 440 specifiers, ``>=3.18,<4``; a space also separates), and the
     ``latest`` N by version. ``digests`` are mirrored untagged-by-name as ``repo@digest``.
     """
 
@@ -160,10 +182,7 @@ class ImageSpec(_Strict):
     @classmethod
     def _compiles(cls, patterns: list[str]) -> list[str]:
         for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as error:
-                raise ValueError(f"invalid regular expression {pattern!r}: {error}") from None
+            compile_pattern(pattern)
         return patterns
 
     @field_validator("semver")
@@ -191,7 +210,7 @@ class MirrorConfig(_Strict):
     """A mirror sync: the store, how to reach registries, and the images to keep mirrored."""
 
     store: StoreSettings
-    images: list[ImageSpec] = Field(min_length=1)
+    images: list[ImageSpec] = Field(min_length=1, max_length=MAX_IMAGES)
     registries: dict[str, RegistrySettings] = Field(default_factory=dict)
     platforms: list[str] = Field(default_factory=list, description="Default platforms; empty means all.")
     all_metadata: bool = False
@@ -203,16 +222,92 @@ class MirrorConfig(_Strict):
         return [format_platform(parse_platform(value)) for value in values]
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing documents whose aliases expand beyond ``MAX_ALIAS_EXPANSION`` nodes
+    (measured on the composed node graph, before any object is built) and cyclic aliases."""
+
+    def compose_document(self) -> yaml.Node | None:
+        node: yaml.Node | None = super().compose_document()
+        if node is not None:
+            added = _expanded_size(node) - _distinct_size(node)
+            if added > MAX_ALIAS_EXPANSION:
+                raise ConfigError(
+                    f"YAML aliases expand to {added} more nodes, over the limit of {MAX_ALIAS_EXPANSION}; "
+                    "write the repeated parts out"
+                )
+        return node
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _distinct_size(root: yaml.Node) -> int:
+    """Nodes in the graph, each counted once however many aliases point at it."""
+    seen: set[int] = set()
+    pending = [root]
+    while pending:
+        node = pending.pop()
+        if id(node) not in seen:
+            seen.add(id(node))
+            pending.extend(_children(node))
+    return len(seen)
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Nodes once every alias is replaced by a copy of its anchor: computed per distinct node (linear in
+    the graph, not in the expansion). A cycle expands without end and is refused."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            on_path.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            raise ConfigError("a YAML alias refers to a node that contains it (a cycle)")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+    return sizes[id(root)]
+
+
 def load_config(path: str | Path) -> MirrorConfig:
-    """Read and validate a mirror config file; every problem is reported with its location in the file."""
+    """Read and validate a mirror config file; every problem is reported with its location in the file.
+
+    Hostile files are refused before they cost anything: over ``MAX_CONFIG_BYTES``, aliases expanding
+    beyond ``MAX_ALIAS_EXPANSION`` nodes, nesting deeper than the YAML parser can follow.
+    """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        with path.open("rb") as file:
+            content = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as error:
         raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+    if len(content) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is over the {MAX_CONFIG_BYTES} byte limit for a config")
+    try:
+        data = yaml.load(content, Loader=_ConfigLoader)  # _ConfigLoader is a SafeLoader
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+        raise ConfigError(f"{path} is not valid YAML: {_one_line(str(error))}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} nests too deeply") from None
     return parse_config(data, source=str(path))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def parse_config(data: object, source: str = "config") -> MirrorConfig:
@@ -222,5 +317,5 @@ def parse_config(data: object, source: str = "config") -> MirrorConfig:
     try:
         return MirrorConfig.model_validate(data)
     except ValidationError as error:
-        problems = "\n".join(f"  {problem}" for problem in validation_problems(error))
-        raise ConfigError(f"{source} is invalid:\n{problems}") from None
+        problems = "; ".join(validation_problems(error))
+        raise ConfigError(f"{source} is invalid: {problems}") from None

@@ -88,6 +88,11 @@ class DocumentTooLarge(InvalidManifest):
     """A manifest or index is larger than the 4 MiB cap that registries also enforce."""
 
 
+class NestingTooDeep(PermanentError, ValueError):
+    """A JSON document nests deeper than any real one does (``jsonlimits.MAX_JSON_DEPTH``); a ``ValueError``
+    so that every caller handling undecodable JSON handles it too."""
+
+
 class DigestMismatch(PermanentError):
     """Content hashed to a different digest than its descriptor declares."""
 
@@ -140,8 +145,8 @@ def is_transient(error: BaseException) -> bool:
 
 def validation_problems(error: ValidationError, limit: int | None = None) -> list[str]:
     """``location: message`` for each problem pydantic found, so every caller reports untrusted documents
-    and configs in the same words (``layers.0.digest: Value error, invalid digest ...``)."""
+    and configs in the same words (``layers.0.digest: invalid digest ...``)."""
     return [
-        f"{'.'.join(str(part) for part in item['loc']) or '(top level)'}: {item['msg']}"
+        f"{'.'.join(str(part) for part in item['loc']) or '(top level)'}: {item['msg'].removeprefix('Value error, ')}"
         for item in error.errors()[:limit]
     ]

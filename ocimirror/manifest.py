@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import mediatypes
 from .descriptor import Descriptor
-from .errors import DocumentTooLarge, InvalidManifest, UnsupportedSchema1, validation_problems
+from .errors import DocumentTooLarge, InvalidManifest, NestingTooDeep, UnsupportedSchema1, validation_problems
+from .jsonlimits import decode_json
 from .mediatypes import MediaType
 
 
@@ -56,9 +57,9 @@ def parse_document(media_type: str, content: bytes) -> Manifest | Index:
     """Decode a manifest or index body declared as ``media_type``.
 
     Refuses, each with one message naming the problem: documents over 4 MiB, Docker schema 1, bodies that
-    are not JSON objects, bodies that are an index declared as a manifest or the reverse (see
-    :func:`validate_media_type`), malformed fields (sizes that are not JSON integers, media types that are
-    not ``type/subtype``), and media types that are not documents at all.
+    are not JSON objects, bodies nested deeper than ``MAX_JSON_DEPTH``, bodies that are an index declared as
+    a manifest or the reverse (see :func:`validate_media_type`), malformed fields (sizes that are not JSON
+    integers, media types that are not ``type/subtype``), and media types that are not documents at all.
     """
     if len(content) > mediatypes.MAX_DOCUMENT_SIZE:
         raise DocumentTooLarge(
@@ -69,7 +70,9 @@ def parse_document(media_type: str, content: bytes) -> Manifest | Index:
     if not mediatypes.is_document(media_type):
         raise InvalidManifest(f"{media_type!r} is not a manifest or index media type")
     try:
-        body = json.loads(content)
+        body = decode_json(content)
+    except NestingTooDeep as error:
+        raise InvalidManifest(f"{media_type}: {error}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidManifest(f"{media_type} is not valid JSON: {error}") from None
     if not isinstance(body, dict):

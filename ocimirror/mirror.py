@@ -34,7 +34,7 @@ from .handlers import children_handler
 from .plan import PlannedImage
 from .pull import tag_image
 from .remotes.reference import Reference
-from .report import FetchResult, ImageOutcome, TreeRow, describe
+from .report import ErrorDetail, FetchResult, ImageOutcome, TreeRow, describe, describe_error
 from .retry import call_with_retries
 from .store import LayoutStore
 
@@ -62,7 +62,7 @@ class BatchFailed(OcimirrorError):
     tell them apart, and names every failed descriptor. Transient only while every failure is."""
 
     def __init__(self, fetched: Sequence[Fetched], failures: Sequence[tuple[Descriptor, BaseException]]) -> None:
-        lines = "; ".join(f"{describe(d)}: {type(e).__name__}: {e}" for d, e in failures)
+        lines = "; ".join(f"{describe(d)}: {describe_error(e)}" for d, e in failures)
         super().__init__(f"{len(failures)} of {len(fetched) + len(failures)} blob(s) failed: {lines}")
         self.fetched = list(fetched)
         self.failures = list(failures)
@@ -210,6 +210,7 @@ class _Image:
     tagged: Descriptor | None = None
     tagging: bool = False
     finished: float | None = None
+    failure: ErrorDetail | None = None
 
     @property
     def failed(self) -> bool:
@@ -335,7 +336,7 @@ class Mirror:
         elif node.state == "done":
             self._deliver(node, image, fetched_here=False)
         elif node.state == "failed":
-            self._fail(image, node.descriptor, "failed earlier in this run")
+            self._fail(image, node.descriptor, "failed earlier in this run", None)
             self._settle(image)
         else:
             node.waiters.append(image)
@@ -449,7 +450,7 @@ class Mirror:
         waiters, node.waiters = node.waiters, []
         for image in waiters:
             if error is not None:
-                self._fail(image, node.descriptor, f"{type(error).__name__}: {error}")
+                self._fail(image, node.descriptor, describe_error(error), error)
             self._settle(image)
 
     def _deliver(self, node: _Node, image: _Image, fetched_here: bool) -> None:
@@ -468,14 +469,16 @@ class Mirror:
             try:
                 kept = image.planned.request.selection.keep(descriptor, list(node.children))
             except OcimirrorError as error:
-                self._fail(image, descriptor, f"{type(error).__name__}: {error}")
+                self._fail(image, descriptor, describe_error(error), error)
                 kept = []
             for child in kept:
                 self._need(image, child)
         self._settle(image)
 
-    def _fail(self, image: _Image, descriptor: Descriptor, reason: str) -> None:
+    def _fail(self, image: _Image, descriptor: Descriptor, reason: str, error: BaseException | None) -> None:
         image.failures.append(f"{describe(descriptor)}: {reason}")
+        if error is not None and image.failure is None:
+            image.failure = ErrorDetail.of(error, descriptor.digest)
 
     def _settle(self, image: _Image) -> None:
         image.outstanding -= 1
@@ -497,7 +500,8 @@ class Mirror:
         if isinstance(outcome, Descriptor):
             image.tagged = outcome
         elif isinstance(outcome, BaseException):
-            image.failures.append(f"tag {image.planned.name}: {type(outcome).__name__}: {outcome}")
+            image.failures.append(f"tag {image.planned.name}: {describe_error(outcome)}")
+            image.failure = image.failure or ErrorDetail.of(outcome)
         self._finish(image)
 
     def _finish(self, image: _Image) -> None:
@@ -539,7 +543,11 @@ class Mirror:
         if image.failed or image.tagged is None:
             reason = "; ".join(image.failures) or "cancelled"
             return ImageOutcome(
-                reference=planned.name, status="failed", source_digest=planned.root.digest, error=reason
+                reference=planned.name,
+                status="failed",
+                source_digest=planned.root.digest,
+                error=reason,
+                failure=image.failure,
             )
         fetched = [row for row in image.rows if row.status == "fetched"]
         present = [row for row in image.rows if row.status == "present"]

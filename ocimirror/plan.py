@@ -9,7 +9,6 @@ a failure is recorded against its image and never stops the plan.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, TypeVar
@@ -17,13 +16,13 @@ from typing import Literal, TypeVar
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict
 
-from .config import ImageSpec, MirrorConfig
+from .config import ImageSpec, MirrorConfig, compile_pattern
 from .descriptor import Descriptor
 from .errors import NotFound, OcimirrorError
 from .pull import recorded_name
 from .remotes import Registry
 from .remotes.reference import Reference, parse_reference
-from .report import ImageOutcome
+from .report import ErrorDetail, ImageOutcome, describe_error
 from .selection import SOURCE_DIGEST_ANNOTATION, PlatformSelection
 from .store import LayoutStore
 
@@ -42,17 +41,20 @@ def select_tags(spec: ImageSpec, available: Sequence[str]) -> list[str]:
     """The tags of ``spec`` to mirror, given the registry's ``available`` tags (ignored unless needed).
 
     Explicit ``tags`` are always kept (a missing one fails at resolve, loudly). Listed tags pass
-    ``include`` (any pattern), then not ``exclude``, then the version range; ``latest`` keeps the N highest
-    versions among those. Pre-releases count only when the range names one, as with pip. The result is
-    sorted and without duplicates, so plans are stable from run to run.
+    ``include`` (any pattern), then not ``exclude`` (RE2 full matches: linear time, whatever the pattern),
+    then the version range; ``latest`` keeps the N highest versions among those. Pre-releases count only
+    when the range names one, as with pip. The result is sorted and without duplicates, so plans are
+    stable from run to run.
     """
     chosen = set(spec.tags)
     if spec.lists_tags:
+        include = [compile_pattern(pattern) for pattern in spec.include]
+        exclude = [compile_pattern(pattern) for pattern in spec.exclude]
         candidates = [
             tag
             for tag in available
-            if (not spec.include or any(re.fullmatch(p, tag) for p in spec.include))
-            and not any(re.fullmatch(p, tag) for p in spec.exclude)
+            if (not include or any(pattern.fullmatch(tag) for pattern in include))
+            and not any(pattern.fullmatch(tag) for pattern in exclude)
         ]
         version_range = spec.version_range
         if version_range is not None or spec.latest:
@@ -94,6 +96,7 @@ class PlannedImage(BaseModel):
     status: Literal["planned", "up-to-date", "failed"]
     root: Descriptor | None = None
     error: str | None = None
+    failure: ErrorDetail | None = None
 
     @property
     def name(self) -> str:
@@ -114,6 +117,7 @@ class PlannedImage(BaseModel):
             status=self.status,
             source_digest=self.root.digest if self.root else None,
             error=self.error,
+            failure=self.failure,
         )
 
 
@@ -149,7 +153,8 @@ def config_requests(
             return PlannedImage(
                 request=ImageRequest(reference=repository, selection=selection),
                 status="failed",
-                error=f"{type(error).__name__}: {error}",
+                error=describe_error(error),
+                failure=ErrorDetail.of(error),
             )
         references = [repository.with_tag(tag) for tag in select_tags(spec, available)]
         untagged = Reference(registry=repository.registry, repository=repository.repository)
@@ -188,7 +193,9 @@ def plan(
         try:
             root = registry.resolve(request.reference)
         except OcimirrorError as error:
-            return PlannedImage(request=request, status="failed", error=f"{type(error).__name__}: {error}")
+            return PlannedImage(
+                request=request, status="failed", error=describe_error(error), failure=ErrorDetail.of(error)
+            )
         current = not refresh and is_current(store, request.name, root, request.selection)
         return PlannedImage(request=request, status="up-to-date" if current else "planned", root=root)
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from .descriptor import Descriptor
 from .digest import short
-from .errors import OcimirrorError
+from .errors import OcimirrorError, is_transient
 from .platforms import format_platform
 
 
@@ -70,13 +70,42 @@ class FetchResult(BaseModel):
     tree: list[TreeRow] = Field(default_factory=list)
 
 
+class ErrorDetail(BaseModel):
+    """What went wrong, as data, so callers never parse messages: the error's type, whether retrying
+    could help, the registry's HTTP status and error codes where there were any, and the descriptor it
+    happened to."""
+
+    type: str
+    message: str
+    transient: bool = False
+    status: int | None = None
+    codes: list[str] = Field(default_factory=list)
+    retry_after: float | None = None
+    digest: str | None = None
+
+    @classmethod
+    def of(cls, error: BaseException, digest: str | None = None) -> ErrorDetail:
+        data: dict[str, object] = {"type": type(error).__name__}
+        if isinstance(error, OcimirrorError):
+            data |= error.to_dict()
+        data |= {"message": str(error), "transient": is_transient(error), "digest": digest}
+        return cls.model_validate(data)
+
+
+def describe_error(error: BaseException) -> str:
+    """``NotFound: registry ... HTTP 404``: an error in one line, its type first."""
+    return f"{type(error).__name__}: {error}"
+
+
 class ImageOutcome(BaseModel):
-    """One image of a sync: planned, fetched, already up to date, or failed (with the reason)."""
+    """One image of a sync: planned, fetched, already up to date, or failed (with the reason in words, and
+    as data in ``failure``)."""
 
     reference: str
     status: Literal["planned", "fetched", "up-to-date", "failed"]
     source_digest: str | None = None
     error: str | None = None
+    failure: ErrorDetail | None = None
     result: FetchResult | None = None
 
 

@@ -7,7 +7,6 @@ manifest that no longer parses is found before anyone pulls the image.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from contextlib import closing
 from typing import Literal
@@ -19,6 +18,7 @@ from .content import read_blob, read_document
 from .descriptor import Descriptor
 from .digest import Verifier, validate_digest
 from .errors import DigestMismatch, InvalidDigest, InvalidManifest, NotFound, SizeMismatch
+from .jsonlimits import decode_json
 from .manifest import Index, Manifest
 from .selection import PlatformSelection
 from .store.layout import CONTAINERD_NAME, LayoutStore, ref_name
@@ -158,7 +158,7 @@ def verify_store(store: LayoutStore) -> VerifyReport:
 
 def _config_platform(store: LayoutStore, manifest: Manifest) -> list[str]:
     try:
-        config = json.loads(read_blob(store, manifest.config))
+        config = decode_json(read_blob(store, manifest.config))
     except (NotFound, DigestMismatch, SizeMismatch, InvalidManifest, ValueError):
         return []
     if not isinstance(config, dict) or not config.get("os") or not config.get("architecture"):

@@ -9,6 +9,7 @@ everything asked for is complete and verified, 1 when something failed, 2 for ba
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
@@ -25,7 +26,8 @@ from rich.table import Table
 
 from ocimirror import progress as progress_events
 from ocimirror.errors import ConfigError, OcimirrorError
-from ocimirror.report import SyncResult, human_size
+from ocimirror.report import SyncResult, describe_error, human_size
+from ocimirror.text import printable, printable_log_records
 
 if TYPE_CHECKING:
     from ocimirror.config import StoreSettings
@@ -40,6 +42,20 @@ app = typer.Typer(
 )
 #: Messages go to stderr and are never hard-wrapped: piped output is read by scripts, line by line.
 console = Console(stderr=True, soft_wrap=True)
+#: Registry messages and store contents reach the terminal through logs too: none may carry escapes.
+printable_log_records()
+
+
+class _ConsoleWarnings(logging.Handler):
+    """The core's warnings (a wait on a lock held by another process, retries) on stderr, above any
+    progress bars: Prefect's console handler is kept quiet (``_quiet_prefect``), and these are for the
+    person waiting."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        console.print(f"[yellow]warning:[/yellow] {escape(printable(record.getMessage()))}", highlight=False)
+
+
+logging.getLogger("ocimirror").addHandler(_ConsoleWarnings(logging.WARNING))
 T = TypeVar("T")
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -154,7 +170,8 @@ def _progress_display(enabled: bool) -> Iterator[None]:
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    """Print ``message`` (which may quote a registry or a store: made ``printable``) as one error line."""
+    console.print(f"[red]error:[/red] {escape(printable(message))}", highlight=False)
     return typer.Exit(code)
 
 
@@ -256,7 +273,7 @@ def _in_process(run: Callable[[], SyncResult]) -> SyncResult:
         try:
             return run()
         except (OcimirrorError, OSError) as error:  # OSError: the filesystem refused (e.g. S3 403)
-            raise _fail(f"{type(error).__name__}: {error}", EXIT_FAILED) from None
+            raise _fail(describe_error(error), EXIT_FAILED) from None
 
 
 @contextmanager
@@ -282,7 +299,7 @@ def _on_prefect(run_flow: Callable[[], Any], as_json: bool) -> SyncResult:
     except SyncFailed as failed:
         return failed.result
     except Exception as error:  # noqa: BLE001 - the flow itself failed before reporting any image
-        raise _fail(f"{type(error).__name__}: {error}", EXIT_FAILED) from None
+        raise _fail(describe_error(error), EXIT_FAILED) from None
     if not isinstance(result, SyncResult):
         raise _fail(f"the flow returned {type(result).__name__}, not a sync result", EXIT_FAILED)
     return result
@@ -304,14 +321,14 @@ def _report(result: SyncResult, as_json: bool) -> None:
     else:
         for image in result.images:
             if image.status == "failed":
-                failure = escape(f"{image.reference}: {image.error or ''}")
+                failure = escape(printable(f"{image.reference}: {image.error or ''}"))
                 console.print(f"[red]failed[/red]      {failure}", highlight=False)
             elif image.result is not None:
                 r = image.result
                 fetched = f"fetched {r.blobs_fetched} ({human_size(r.bytes_fetched)}), present {r.blobs_present}"
-                print(f"fetched     {image.reference} {r.digest} {fetched}")
+                print(printable(f"fetched     {image.reference} {r.digest} {fetched}"))
             else:
-                print(f"{image.status.replace('-', ' '):<11} {image.reference} {image.source_digest or ''}")
+                print(printable(f"{image.status.replace('-', ' '):<11} {image.reference} {image.source_digest or ''}"))
         console.print(result.summary(), highlight=False)
     raise typer.Exit(EXIT_FAILED if result.failed else 0)
 
@@ -346,11 +363,13 @@ def list_store(
     if console.is_terminal:
         table = Table("reference", "digest", "platforms", "size")
         for image in images:
-            table.add_row(image.reference, image.digest, ",".join(image.platforms), human_size(image.size))
+            platforms = printable(",".join(image.platforms))
+            table.add_row(escape(printable(image.reference)), image.digest, escape(platforms), human_size(image.size))
         Console().print(table)
         return
     for image in images:
-        print(f"{image.reference}\t{image.digest}\t{','.join(image.platforms) or '-'}\t{image.size}")
+        platforms = printable(",".join(image.platforms)) or "-"
+        print(f"{printable(image.reference)}\t{image.digest}\t{platforms}\t{image.size}")
 
 
 @app.command()
@@ -367,7 +386,7 @@ def verify(
         print(report.model_dump_json(indent=2))
     else:
         for fault in report.faults:
-            print(f"FAULT {fault}")
+            print(f"FAULT {printable(fault)}")
         print(f"{'ok' if report.ok else 'FAILED'}: {report.summary()}")
     raise typer.Exit(0 if report.ok else EXIT_FAILED)
 
@@ -384,30 +403,57 @@ def schema() -> None:
 def serve(
     store: StoreArgument,
     listen: Annotated[str, typer.Option(metavar="HOST:PORT", help="Address to listen on.")] = "127.0.0.1:5000",
+    mapping: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map",
+            metavar="PREFIX=REGISTRY",
+            help="Serve REGISTRY's repositories as PREFIX/... (repeatable), e.g. corp=registry.corp:5000.",
+        ),
+    ] = None,
+    htpasswd: Annotated[
+        str | None, typer.Option(metavar="FILE", help="Require Basic auth from this htpasswd file (bcrypt).")
+    ] = None,
+    tls_cert: Annotated[str | None, typer.Option(metavar="FILE", help="TLS certificate chain (PEM).")] = None,
+    tls_key: Annotated[str | None, typer.Option(metavar="FILE", help="TLS private key (PEM).")] = None,
     storage_option: StorageOption = None,
 ) -> None:
-    """Serve STORE read-only over the registry API: pull HOST:PORT/docker.io/library/alpine:3.20."""
-    from ocimirror.serve import RegistryServer
+    """Serve STORE read-only over the registry API: pull HOST:PORT/library/alpine:3.20."""
+    import logging
+    from pathlib import Path
+
+    from ocimirror.serve import Htpasswd, Mapping, NameMap, RegistryApp, RegistryServer, TLSFiles
 
     host, sep, port = listen.rpartition(":")
-    if not sep or not (port.isascii() and port.isdigit()):
+    if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise _fail(f"--listen {listen!r}: expected HOST:PORT", EXIT_USAGE)
+    if (tls_cert is None) != (tls_key is None):
+        raise _fail("--tls-cert and --tls-key go together", EXIT_USAGE)
+    try:
+        names = NameMap([Mapping.parse(text) for text in mapping or []])
+        users = Htpasswd.load(htpasswd) if htpasswd is not None else None
+    except ConfigError as error:
+        raise _fail(str(error), EXIT_USAGE) from None
+    except OcimirrorError as error:  # a missing optional package
+        raise _fail(str(error), EXIT_FAILED) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # its start-up chatter; errors still show
     try:
         layout = _open(store, storage_option)
         layout.check_layout()
+        registry = RegistryApp(layout, names, users)
+        tls = TLSFiles(Path(tls_cert), Path(tls_key)) if tls_cert and tls_key else None
+        server = RegistryServer(registry, host.strip("[]") or "127.0.0.1", int(port), tls)
     except (OcimirrorError, OSError) as error:  # OSError: the filesystem refused (e.g. S3 403)
         raise _fail(str(error), EXIT_FAILED) from None
-    try:
-        server = RegistryServer(layout, (host.strip("[]") or "127.0.0.1", int(port)))
-    except OSError as error:  # the port is taken, the address is not this machine's, the name does not resolve
-        raise _fail(f"cannot listen on {listen}: {error.strerror or error}", EXIT_FAILED) from None
     console.print(f"serving {layout} at {server.url} (Ctrl-C to stop)", highlight=False)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    for registry_host in registry.unreachable_registries():
+        console.print(
+            f"note: images from {registry_host} have no name skopeo or Docker accept (only containerd's ?ns= "
+            f"reaches them): add --map PREFIX={registry_host}",
+            highlight=False,
+        )
+    server.run()
 
 
 @app.command()

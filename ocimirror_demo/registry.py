@@ -86,6 +86,11 @@ class LocalRegistry:
         return f"{'https' if self.tls else 'http'}://{self.host}"
 
     @property
+    def pid(self) -> int | None:
+        """The registry process's id while it runs (for measuring it)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def ca_bundle(self) -> Path:
         """With ``tls``: the PEM certificate clients must trust (it is self-signed)."""
         return self.workdir / "tls-cert.pem"

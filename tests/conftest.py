@@ -5,4 +5,6 @@ pytest_plugins = [
     "tests.fixtures.hostile_registry",
     "tests.fixtures.objectstores",
     "tests.fixtures.prefect",
+    "tests.fixtures.scripted_registry",
+    "tests.fixtures.served",
 ]

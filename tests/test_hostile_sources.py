@@ -7,7 +7,6 @@ chosen by the test; the fetch goes through the real registry client and the Pref
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -38,13 +37,9 @@ def _put(store: LayoutStore, descriptor: Descriptor, content: bytes) -> None:
 
 
 @pytest.fixture
-def source(tmp_path) -> Iterator[tuple[RegistryServer, LayoutStore]]:
+def source(tmp_path, serve) -> tuple[RegistryServer, LayoutStore]:
     store = open_store(str(tmp_path / "source"))
-    server = RegistryServer(store, ("127.0.0.1", 0))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server, store
-    server.shutdown()
-    server.server_close()
+    return serve(store), store
 
 
 def _leftovers(root) -> list[str]:
@@ -95,6 +90,7 @@ def test_a_manifest_with_a_hostile_digest_is_refused_before_any_path_is_built(so
     content = json.dumps(body).encode()
     manifest = Descriptor.from_bytes(mt.OCI_MANIFEST, content)
     _put(store, manifest, content)
+    store.tag("docker.io/test/evil:v1", manifest)  # serve answers only for content stored under a name
 
     mirror = tmp_path / "mirror"
     state = fetch_image(reference=f"{server.url[7:]}/test/evil@{manifest.digest}", store=str(mirror), return_state=True)

@@ -14,7 +14,6 @@ host's scheme is known and later requests carry credentials from the start inste
 from __future__ import annotations
 
 import base64
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ import requests
 import urllib3
 
 from ..errors import TransientError, Unauthorized
+from ..jsonlimits import decode_json
 from .challenge import Challenge, parse_www_authenticate
 from .config import Credentials
 from .policy import check_plain_http, error_from_exception, origin_of, retry_after_seconds
@@ -223,7 +223,7 @@ class Authorizer:
         if len(content) > MAX_TOKEN_RESPONSE:
             raise Unauthorized(f"{who} sent a token response over {MAX_TOKEN_RESPONSE} bytes")
         try:
-            body = json.loads(content)
+            body = decode_json(content)
             value = body.get("token") or body.get("access_token")
             lifetime = int(body.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
         except (ValueError, AttributeError, TypeError):

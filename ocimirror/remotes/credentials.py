@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr, ValidationError
 
 from ..errors import ConfigError
+from ..jsonlimits import decode_json
 from .config import Credentials, RegistryConfig
 from .reference import DOCKER_HUB, DOCKER_HUB_ALIASES
 
@@ -100,7 +101,7 @@ def canonical_host(host_or_url: str) -> str:
 def credentials_from_docker_config(host: str, path: Path, environ: Mapping[str, str]) -> Credentials | None:
     """Credentials for ``host`` from a Docker ``config.json`` at ``path`` (absent file: ``None``)."""
     try:
-        document = json.loads(path.read_text())
+        document = decode_json(path.read_text())
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -171,7 +172,7 @@ def credentials_from_helper(name: str, server_url: str, environ: Mapping[str, st
             return None
         raise ConfigError(f"credential helper {program} failed for {server_url} (exit {completed.returncode})")
     try:
-        answer = json.loads(completed.stdout)
+        answer = decode_json(completed.stdout)
         username, secret = answer["Username"], answer["Secret"]
         if not isinstance(username, str) or not isinstance(secret, str):
             raise TypeError

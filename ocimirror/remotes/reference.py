@@ -169,3 +169,19 @@ def _component_problem(component: str, text: str) -> str:
     if component.lower() != component:
         return f"{prefix} (must be lowercase)"
     return f"{prefix} (lowercase letters and digits, separated by '.', '_', '__' or '-')"
+
+
+def is_repository_path(text: str) -> bool:
+    """Whether ``text`` is a repository path in distribution's grammar: lowercase components joined by ``/``
+    (``library/alpine``), as every client can send it in ``/v2/<name>/``."""
+    return 0 < len(text) <= MAX_NAME_LENGTH and all(_PATH_COMPONENT.fullmatch(part) for part in text.split("/"))
+
+
+def is_registry_host(text: str) -> bool:
+    """Whether ``text`` is a registry host as references name it: ``host``, ``host:port`` or ``[v6]:port``."""
+    return _HOST.fullmatch(text) is not None
+
+
+def is_tag(text: str) -> bool:
+    """Whether ``text`` is a tag in distribution's grammar (``[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}``)."""
+    return _TAG.fullmatch(text) is not None

@@ -7,7 +7,6 @@ what only a resolver does: reading references, tag lists and catalogs.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from ..errors import (
     TransientError,
     UnsupportedSchema1,
 )
+from ..jsonlimits import decode_json
 from .auth import repository_scope
 from .config import RegistryConfig
 from .fetcher import CHUNK_SIZE, RegistryFetcher
@@ -213,7 +213,7 @@ def _descriptor_from_body(response: requests.Response, ref: Reference, subject: 
 def _declared_media_type(body: bytes, subject: str) -> str:
     """The ``mediaType`` a document declares itself, for registries that send a generic Content-Type."""
     try:
-        declared = json.loads(body).get("mediaType")
+        declared = decode_json(body).get("mediaType")
     except (ValueError, AttributeError):
         declared = None
     if not isinstance(declared, str) or not (mediatypes.is_document(declared) or mediatypes.is_schema1(declared)):
@@ -237,7 +237,7 @@ def _read_capped(response: requests.Response, limit: int, subject: str) -> bytes
 
 def _read_json(response: requests.Response, subject: str) -> dict[str, object]:
     try:
-        body = json.loads(_read_capped(response, mediatypes.MAX_DOCUMENT_SIZE, subject))
+        body = decode_json(_read_capped(response, mediatypes.MAX_DOCUMENT_SIZE, subject))
     except ValueError:
         raise PermanentError(f"{subject}: the answer is not JSON") from None
     if not isinstance(body, dict):

@@ -22,12 +22,16 @@ def protocols(fs: AbstractFileSystem) -> frozenset[str]:
 
 
 def file_size(fs: AbstractFileSystem, path: str) -> int | None:
-    """The size of the regular file at ``path``, or ``None`` if there is none (one stat)."""
+    """The size of the regular file at ``path``, or ``None`` if there is none (one stat).
+
+    A symbolic link counts as no file: content in a store is a regular file inside it, never whatever a link
+    planted by someone else points at (a committed blob replaces such a link rather than following it).
+    """
     try:
         info = fs.info(path)
     except FileNotFoundError:
         return None
-    if info.get("type") != "file":
+    if info.get("type") != "file" or info.get("islink"):
         return None
     return int(info["size"])
 

@@ -6,6 +6,11 @@ An ingest for ref ``R`` lives in ``ingest/<sha256(R)>/``: ``data`` (the bytes so
 writer holds the lock ``ingest/<sha256(R)>.lock`` from open to commit or close, so two writers of one ref
 take turns, and the second finds the blob committed. A blob becomes visible only by ``publish`` (an atomic
 rename) after its size and digest are verified, as in containerd's local content store.
+
+Whatever is already under ``ingest/`` is untrusted (anyone who can write to a shared store can plant a file
+there): it is read and written only through the backend's ``read_small``, ``open_data``, ``write_small``,
+``make_directory`` and ``remove_directory``, which on local disk never follow a symbolic link, so a planted
+link can neither redirect a write outside the store nor be committed as a blob.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, ExitStack, suppress
 from datetime import UTC, datetime
 from types import TracebackType
+from typing import BinaryIO
 
 from fsspec import AbstractFileSystem
 from pydantic import ValidationError
@@ -28,12 +34,15 @@ from ..digest import Verifier, blob_path
 from ..errors import AlreadyExists, DigestMismatch, SizeMismatch, StoreError
 from .backend import Mutation
 from .files import file_size, read_range
+from .locks import index_lock_timeout
 
 INGEST_DIR = "ingest"
 _DATA = "data"
 _STATUS = "status.json"
 #: Seconds between progress timestamps written while an ingest is being written.
 _STATUS_INTERVAL = 1.0
+#: A ``status.json`` is ~300 bytes; anything much larger was not written by ocimirror and is not read.
+MAX_STATUS_SIZE = 64 * 1024
 
 
 def _now() -> datetime:
@@ -57,13 +66,48 @@ class IngestBackend(ABC):
         return posixpath.join(self.root, relative)
 
     @abstractmethod
-    def lock(self, path: str) -> AbstractContextManager[None]:
+    def lock(self, path: str, timeout: float | None = None) -> AbstractContextManager[None]:
         """An exclusive lock named ``path``, shared by every writer that can reach this store; it may be
-        entered in one thread and left in another."""
+        entered in one thread and left in another. Waiting longer than ``timeout`` seconds (``None``: no
+        bound) raises ``StoreError`` naming the lock."""
 
     @abstractmethod
     def publish(self, source: str, target: str) -> None:
         """Move the finished file ``source`` to ``target`` atomically (replacing it) and durably."""
+
+    # Access to the ingest area. These defaults suit filesystems without links (memory); LocalBackend
+    # overrides them so that no planted link is ever followed.
+
+    def read_small(self, path: str, limit: int) -> bytes | None:
+        """The content of the regular file ``path``, or ``None`` if there is none or it is over ``limit``."""
+        if file_size(self.fs, path) is None:
+            return None
+        try:
+            content: bytes = self.fs.cat_file(path)
+        except FileNotFoundError:
+            return None
+        return content if len(content) <= limit else None
+
+    def write_small(self, path: str, content: bytes) -> None:
+        """Replace the content of the file ``path`` inside an ingest directory this writer made."""
+        self.fs.pipe_file(path, content)
+
+    def open_data(self, path: str, fresh: bool) -> BinaryIO:
+        """Open the ingest's data file for appending: ``fresh`` creates it and fails if anything is there;
+        otherwise it must exist as a regular file (``StoreError`` if not)."""
+        if not fresh and file_size(self.fs, path) is None:
+            raise StoreError(f"{path} is not a regular file")
+        file: BinaryIO = self.fs.open(path, "xb" if fresh else "ab")
+        return file
+
+    def make_directory(self, path: str) -> None:
+        """Create the directory ``path`` (and its parents) inside the store."""
+        self.fs.makedirs(path, exist_ok=True)
+
+    def remove_directory(self, path: str) -> None:
+        """Remove ``path`` and everything under it, if present."""
+        with suppress(FileNotFoundError):
+            self.fs.rm(path, recursive=True)
 
     def blob_writer(self, ref: str, descriptor: Descriptor) -> IngestWriter:
         """Open or resume the ingest of ``ref``, waiting while another writer holds it.
@@ -98,8 +142,9 @@ class IngestBackend(ABC):
             if entry.get("type") != "directory":
                 continue
             directory = entry["name"]
+            content = self.read_small(f"{directory}/{_STATUS}", MAX_STATUS_SIZE)
             try:
-                status = Status.model_validate_json(self.fs.cat_file(f"{directory}/{_STATUS}"))
+                status = Status.model_validate_json(content or b"")
                 offset = file_size(self.fs, f"{directory}/{_DATA}")
             except (FileNotFoundError, ValidationError):
                 continue
@@ -110,7 +155,7 @@ class IngestBackend(ABC):
     def update(self, path: str, mutate: Mutation) -> bytes:
         """Read-modify-write ``path`` under its lock; ``mutate`` raising leaves the file untouched."""
         target = self.path(path)
-        with self.lock(f"{target}.lock"):
+        with self.lock(f"{target}.lock", timeout=index_lock_timeout()):
             try:
                 current: bytes | None = self.fs.cat_file(target)
             except FileNotFoundError:
@@ -157,8 +202,8 @@ class IngestWriter:
         self._target = target
         self._held = held
         self._verifier = Verifier(descriptor.digest, descriptor.size)
+        self._file: BinaryIO
         self._started_at = self._resume() or self._restart()
-        self._file = self._fs.open(self._data, "ab")
         self._status_written = time.monotonic()
         self._closed = False
 
@@ -168,10 +213,14 @@ class IngestWriter:
         return self._verifier.offset
 
     def _resume(self) -> datetime | None:
-        """Re-hash an earlier ingest of the same content; ``None`` if there is none worth keeping."""
+        """Re-hash an earlier ingest of the same content and open it for appending; ``None`` if there is
+        none worth keeping (also when its files are not regular files inside the store)."""
+        content = self._backend.read_small(f"{self._directory}/{_STATUS}", MAX_STATUS_SIZE)
+        if content is None:
+            return None
         try:
-            status = Status.model_validate_json(self._fs.cat_file(f"{self._directory}/{_STATUS}"))
-        except (FileNotFoundError, ValidationError):
+            status = Status.model_validate_json(content)
+        except ValidationError:
             return None
         if (status.ref, status.expected, status.total) != (self.ref, self.descriptor.digest, self.descriptor.size):
             return None
@@ -182,14 +231,18 @@ class IngestWriter:
             self._verifier.update(chunk)
         if self._verifier.offset != existing:
             return None
+        try:
+            self._file = self._backend.open_data(self._data, fresh=False)
+        except StoreError:  # replaced by something else since it was hashed
+            return None
         return status.started_at
 
     def _restart(self) -> datetime:
         """Start the ingest afresh, dropping whatever an earlier writer left."""
         self._verifier = Verifier(self.descriptor.digest, self.descriptor.size)
-        self._remove_directory()
-        self._fs.makedirs(self._directory, exist_ok=True)
-        self._fs.pipe_file(self._data, b"")
+        self._backend.remove_directory(self._directory)
+        self._backend.make_directory(self._directory)
+        self._file = self._backend.open_data(self._data, fresh=True)
         started_at = _now()
         self._write_status(started_at)
         return started_at
@@ -203,7 +256,7 @@ class IngestWriter:
             started_at=started_at,
             updated_at=_now(),
         )
-        self._fs.pipe_file(f"{self._directory}/{_STATUS}", status.model_dump_json().encode())
+        self._backend.write_small(f"{self._directory}/{_STATUS}", status.model_dump_json().encode())
         self._status_written = time.monotonic()
 
     def write(self, chunk: bytes) -> None:
@@ -236,7 +289,7 @@ class IngestWriter:
         try:
             self._file.close()
             self._backend.publish(self._data, self._target)
-            self._remove_directory()
+            self._backend.remove_directory(self._directory)
         finally:
             self._finish()
 
@@ -257,13 +310,9 @@ class IngestWriter:
     def _discard(self) -> None:
         try:
             self._file.close()
-            self._remove_directory()
+            self._backend.remove_directory(self._directory)
         finally:
             self._finish()
-
-    def _remove_directory(self) -> None:
-        with suppress(FileNotFoundError):
-            self._fs.rm(self._directory, recursive=True)
 
     def _finish(self) -> None:
         self._closed = True

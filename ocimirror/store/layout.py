@@ -9,6 +9,7 @@ through the backend, which knows how to make a blob visible only once verified a
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import re
 from collections.abc import Callable, Generator, Iterator
@@ -21,9 +22,10 @@ from ..content import Status, Writer
 from ..descriptor import Descriptor
 from ..digest import ALGORITHMS, blob_path
 from ..errors import InvalidManifest, InvalidReference, NotFound, StoreError, validation_problems
+from ..jsonlimits import decode_json
 from ..manifest import Index, encode_document
 from .backend import Backend
-from .files import LOCAL_CHUNK_SIZE, file_size, read_range
+from .files import LOCAL_CHUNK_SIZE, file_size, protocols, read_range
 
 OCI_LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
@@ -53,7 +55,7 @@ def decode_index(content: bytes | None, where: str) -> Index:
     if content is None:
         return Index(schema_version=2, media_type=mediatypes.OCI_INDEX, manifests=[])
     try:
-        body = json.loads(content)
+        body = decode_json(content)
         if not isinstance(body, dict):
             raise StoreError(f"{where} is corrupt: not a JSON object")
         index = Index.model_validate(body)
@@ -78,7 +80,7 @@ def _check_reference(reference: str) -> None:
 
 def _check_layout(content: bytes, where: str) -> None:
     try:
-        version = json.loads(content).get("imageLayoutVersion")
+        version = decode_json(content).get("imageLayoutVersion")
     except (ValueError, AttributeError):
         version = None
     if not isinstance(version, str) or not version.startswith("1."):
@@ -112,6 +114,7 @@ class LayoutStore:
         self.url = redact_url(url)
         self.chunk_size = chunk_size
         self._layout_ready = False
+        self._on_local_disk = "file" in protocols(backend.fs)
 
     def __repr__(self) -> str:
         return f"LayoutStore({self.url!r})"
@@ -130,8 +133,18 @@ class LayoutStore:
         return f"{self.url.rstrip('/')}/{relative}"
 
     def _read(self, relative: str) -> bytes | None:
+        """The small file ``relative`` (``index.json``, ``oci-layout``); ``None`` if absent.
+
+        On local disk a shared store may hold a planted link to ``/dev/zero`` or a FIFO there, which would
+        never finish reading: only a regular file is read, anything else is a ``StoreError``.
+        """
+        path = self._path(relative)
+        if self._on_local_disk and file_size(self.fs, path) is None:
+            if os.path.lexists(path):
+                raise StoreError(f"{self._where(relative)} is not a regular file (a link, FIFO or device)")
+            return None
         try:
-            content: bytes = self.fs.cat_file(self._path(relative))
+            content: bytes = self.fs.cat_file(path)
             return content
         except FileNotFoundError:
             return None

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 from fsspec import AbstractFileSystem
 
+from ..errors import StoreError
 from .ingest import IngestBackend
 
 
@@ -16,16 +17,20 @@ class _NamedLocks:
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
-        self._locks: dict[Hashable, tuple[threading.Lock, int]] = {}
+        self._locks: dict[tuple[int, str], tuple[threading.Lock, int]] = {}
 
     @contextmanager
-    def hold(self, name: Hashable) -> Iterator[None]:
+    def hold(self, name: tuple[int, str], timeout: float | None = None) -> Iterator[None]:
         with self._guard:
             lock, users = self._locks.get(name, (threading.Lock(), 0))
             self._locks[name] = (lock, users + 1)
         try:
-            with lock:
+            if not lock.acquire(timeout=-1 if timeout is None else timeout):
+                raise StoreError(f"gave up after {timeout:g} s waiting for the lock {name[1]}")
+            try:
                 yield
+            finally:
+                lock.release()
         finally:
             with self._guard:
                 lock, users = self._locks[name]
@@ -47,9 +52,9 @@ class MemoryBackend(IngestBackend):
         # Instances created with global_store=False have their own dict, so their own lock names.
         self._namespace = id(getattr(fs, "store", fs))
 
-    def lock(self, path: str) -> AbstractContextManager[None]:
+    def lock(self, path: str, timeout: float | None = None) -> AbstractContextManager[None]:
         """A ``threading.Lock`` per path (releasable from another thread, unlike ``RLock``)."""
-        return _LOCKS.hold((self._namespace, path))
+        return _LOCKS.hold((self._namespace, path), timeout)
 
     def publish(self, source: str, target: str) -> None:
         """Copy then remove: the copy replaces ``target`` in one dict assignment, so readers see it whole."""
