@@ -155,6 +155,11 @@ class ImageSpec(_Strict):
     digests: list[Digest] = Field(default_factory=list)
     platforms: list[str] | None = Field(default=None, description="Overrides the config's default platforms.")
     all_metadata: bool | None = None
+    prune: bool | None = Field(
+        default=None,
+        description="After a successful sync, untag this source's images the selectors no longer select "
+        "(overrides the config's default).",
+    )
 
     @field_validator("include", "exclude")
     @classmethod
@@ -177,6 +182,11 @@ class ImageSpec(_Strict):
             raise ValueError(f"invalid version range {value!r} (expected e.g. '>=3.18,<4')") from None
         return value
 
+    def prunes(self, config: MirrorConfig) -> bool:
+        """Whether this source's unselected images are untagged after a sync (its own ``prune``, else the
+        config's)."""
+        return self.prune if self.prune is not None else config.prune
+
     @property
     def lists_tags(self) -> bool:
         """Whether the registry's tag list is needed to decide what to mirror."""
@@ -196,6 +206,10 @@ class MirrorConfig(_Strict):
     platforms: list[str] = Field(default_factory=list, description="Default platforms; empty means all.")
     all_metadata: bool = False
     concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+    prune: bool = Field(
+        default=False,
+        description="Default for images: untag what the selectors no longer select after a successful sync.",
+    )
 
     @field_validator("platforms")
     @classmethod

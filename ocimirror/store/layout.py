@@ -11,7 +11,11 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, suppress
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from fsspec import AbstractFileSystem
 from pydantic import ValidationError
@@ -23,7 +27,7 @@ from ..digest import ALGORITHMS, blob_path
 from ..errors import InvalidManifest, InvalidReference, NotFound, StoreError, validation_problems
 from ..manifest import Index, encode_document
 from .backend import Backend
-from .files import LOCAL_CHUNK_SIZE, file_size, read_range
+from .files import LOCAL_CHUNK_SIZE, file_size, modified_at, read_range
 
 OCI_LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
@@ -34,6 +38,15 @@ CONTAINERD_NAME = "io.containerd.image.name"
 
 _USERINFO = re.compile(r"//[^/@]*@")
 _UNPRINTABLE = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class BlobEntry:
+    """A file under ``blobs/``: ``<alg>:<name>`` (unvalidated), its size and when it was committed."""
+
+    name: str
+    size: int
+    committed_at: datetime
 
 
 def redact_url(url: str) -> str:
@@ -160,14 +173,44 @@ class LayoutStore:
 
     def blobs(self) -> Iterator[str]:
         """``<alg>:<name>`` for every file under ``blobs/<alg>/``, unvalidated, so ``verify`` can flag strays."""
+        for entry in self.blob_entries():
+            yield entry.name
+
+    def blob_entries(self) -> Iterator[BlobEntry]:
+        """Every file under ``blobs/<alg>/`` with its size and commit time, from one listing per algorithm
+        (paginated by the filesystem: linear in the number of blobs)."""
         for algorithm in sorted(ALGORITHMS):
             try:
-                entries = self._list_fresh(self._path(f"blobs/{algorithm}"))
+                entries: list[dict[str, Any]] = self._list_fresh(self._path(f"blobs/{algorithm}"))
             except FileNotFoundError:
                 continue
-            names = sorted(posixpath.basename(entry["name"]) for entry in entries if entry.get("type") == "file")
-            for name in names:
-                yield f"{algorithm}:{name}"
+            files = sorted((entry for entry in entries if entry.get("type") == "file"), key=lambda e: e["name"])
+            for entry in files:
+                yield BlobEntry(
+                    name=f"{algorithm}:{posixpath.basename(entry['name'])}",
+                    size=int(entry.get("size") or 0),
+                    committed_at=modified_at(entry),
+                )
+
+    def delete_blobs(self, names: Sequence[str]) -> None:
+        """Delete the blobs listed as ``names`` (``<alg>:<name>`` from ``blob_entries``), in batches where the
+        filesystem has them (S3: 1000 keys per request, GCS: 100); blobs already gone are skipped."""
+        paths = []
+        for name in names:
+            algorithm, _, base = name.partition(":")
+            if algorithm not in ALGORITHMS or not base or "/" in base or base in {".", ".."}:
+                raise StoreError(f"refusing to delete {name!r}: not a blob name listed from {self}")
+            paths.append(self._path(f"blobs/{algorithm}/{base}"))
+        if paths:
+            with suppress(FileNotFoundError):
+                self.fs.rm(paths)
+
+    def lease(self) -> AbstractContextManager[None]:
+        """Hold a write lease (see ``ocimirror.store.lease``) around anything that commits blobs and tags
+        them: ``gc`` then never deletes what this writer committed or found present but has not tagged."""
+        from .lease import write_lease
+
+        return write_lease(self)
 
     def _list_fresh(self, path: str) -> list[dict[str, object]]:
         """List ``path`` without trusting or keeping a cached listing (s3fs and gcsfs cache them): a kept
@@ -180,11 +223,12 @@ class LayoutStore:
 
     # Ingester
 
-    def writer(self, ref: str, descriptor: Descriptor) -> Writer:
-        """Open or resume the ingest ``ref``; ``AlreadyExists`` if the content is committed."""
+    def writer(self, ref: str, descriptor: Descriptor, replace: bool = False) -> Writer:
+        """Open or resume the ingest ``ref``; ``AlreadyExists`` if the content is committed, unless
+        ``replace`` (repair): then the verified content replaces the committed blob atomically."""
         blob_path(descriptor.digest)
         self._ensure_layout()
-        return self.backend.blob_writer(ref, descriptor)
+        return self.backend.blob_writer(ref, descriptor, replace)
 
     def statuses(self) -> list[Status]:
         """Every ingest in progress."""
@@ -226,16 +270,28 @@ class LayoutStore:
         )
         self._update_index(lambda index: _tagged(index, reference, entry))
 
-    def untag(self, reference: str) -> None:
-        """Remove the entry tagged ``reference`` (its blobs stay); ``NotFound`` if there is none."""
+    def untag(self, *references: str, missing_ok: bool = False) -> list[str]:
+        """Remove the entries tagged ``references`` in one ``index.json`` update (their blobs stay until
+        ``gc``); return the names removed.
+
+        Unless ``missing_ok``, a name that is not tagged raises ``NotFound`` naming every such name, and
+        nothing is removed: a typo never leaves half of a command done.
+        """
+        wanted = set(references)
+        removed: list[str] = []
 
         def without(index: Index) -> Index:
-            kept = [entry for entry in index.manifests if ref_name(entry) != reference]
-            if len(kept) == len(index.manifests):
-                raise NotFound(f"{reference} is not tagged in {self}")
+            present = {ref_name(entry) for entry in index.manifests}
+            missing = [name for name in dict.fromkeys(references) if name not in present]
+            if missing and not missing_ok:
+                raise NotFound(f"not tagged in {self}: {', '.join(missing)}")
+            kept = [entry for entry in index.manifests if ref_name(entry) not in wanted]
+            removed[:] = [name for name in dict.fromkeys(references) if name in present]
             return index.model_copy(update={"manifests": kept})
 
-        self._update_index(without)
+        if wanted:
+            self._update_index(without)
+        return removed
 
     def _update_index(self, change: Callable[[Index], Index]) -> None:
         self._ensure_layout()

@@ -21,6 +21,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +33,7 @@ from ..content import Status
 from ..descriptor import Descriptor
 from ..digest import Verifier, blob_path
 from ..errors import AlreadyExists, StoreError, TransientError
-from .backend import Backend, Mutation
+from .backend import AbandonedIngest, Backend, Mutation
 from .files import protocols
 
 #: Bytes buffered before a part is uploaded. S3 needs at least 5 MiB per part but the last; GCS needs
@@ -227,16 +228,17 @@ class ObjectStoreBackend(ABC):
         """The object key (``bucket/prefix/path``) of a path inside the store."""
         return f"{self.root}/{path}"
 
-    def blob_writer(self, ref: str, descriptor: Descriptor) -> ObjectBlobWriter:
+    def blob_writer(self, ref: str, descriptor: Descriptor, replace: bool = False) -> ObjectBlobWriter:
         """A writer streaming ``descriptor``'s blob to its final key, visible only after a verified commit.
 
         Waits while another writer of ``ref`` is open in this process. Raises ``AlreadyExists`` if the blob
         is committed (one HEAD or metadata GET); a blob of the wrong size counts as absent and is rewritten.
+        With ``replace`` a committed blob is overwritten too: the completed upload replaces the object whole.
         """
         key = self.key(blob_path(descriptor.digest))
         _INGESTS.claim(self._store_id, ref)
         try:
-            if self.committed_size(key) == descriptor.size:
+            if not replace and self.committed_size(key) == descriptor.size:
                 raise AlreadyExists(f"{descriptor.digest} is already committed")
             writer = ObjectBlobWriter(self, ref, descriptor)
         except BaseException:
@@ -278,6 +280,15 @@ class ObjectStoreBackend(ABC):
         return content
 
     @abstractmethod
+    def abandoned_ingests(self, cutoff: datetime) -> list[AbandonedIngest]:
+        """Uploads begun under the store before ``cutoff`` and neither completed nor aborted. Writers in
+        this process abort theirs; only a killed process leaves one behind."""
+
+    @abstractmethod
+    def remove_ingest(self, ingest: AbandonedIngest) -> bool:
+        """Abort an abandoned upload."""
+
+    @abstractmethod
     def committed_size(self, key: str) -> int | None:
         """The size of the object at ``key`` asked of the service itself, ``None`` if there is none."""
 
@@ -293,6 +304,31 @@ class ObjectStoreBackend(ABC):
 
 class S3Backend(ObjectStoreBackend):
     """S3: the ETag is the version; ``If-Match`` replaces, ``If-None-Match: *`` creates."""
+
+    def abandoned_ingests(self, cutoff: datetime) -> list[AbandonedIngest]:
+        """Multipart uploads under the store initiated before ``cutoff`` (ListMultipartUploads, paginated);
+        their parts are billed until aborted."""
+        bucket, prefix, _ = self.fs.split_path(self.root)
+        found: list[AbandonedIngest] = []
+        marker: dict[str, str] = {}
+        while True:
+            page = self.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=f"{prefix}/", **marker)
+            for upload in page.get("Uploads", []):
+                initiated = upload["Initiated"]
+                initiated = initiated if initiated.tzinfo else initiated.replace(tzinfo=UTC)
+                if initiated < cutoff:
+                    parts = self.fs.call_s3("list_parts", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    size = sum(int(part["Size"]) for part in parts.get("Parts", []))
+                    found.append(AbandonedIngest(f"{bucket}/{upload['Key']}", size, initiated, upload["UploadId"]))
+            if not page.get("IsTruncated"):
+                return found
+            marker = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
+
+    def remove_ingest(self, ingest: AbandonedIngest) -> bool:
+        bucket, name, _ = self.fs.split_path(ingest.path)
+        with suppress(FileNotFoundError):
+            self.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=name, UploadId=ingest.upload_id)
+        return True
 
     def committed_size(self, key: str) -> int | None:
         bucket, name, _ = self.fs.split_path(key)
@@ -349,6 +385,14 @@ def _s3_error_code(error: BaseException) -> str | None:
 
 class GCSBackend(ObjectStoreBackend):
     """GCS: the generation is the version; ``ifGenerationMatch`` replaces, with 0 meaning "does not exist"."""
+
+    def abandoned_ingests(self, cutoff: datetime) -> list[AbandonedIngest]:
+        """None that can be found: GCS has no API listing resumable upload sessions. An abandoned session
+        stores nothing visible and GCS expires it after a week."""
+        return []
+
+    def remove_ingest(self, ingest: AbandonedIngest) -> bool:
+        raise StoreError(f"{ingest.path}: GCS upload sessions cannot be removed, they expire on their own")
 
     def committed_size(self, key: str) -> int | None:
         bucket, name, _ = self.fs.split_path(key)
