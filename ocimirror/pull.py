@@ -41,11 +41,13 @@ def pull(
     """Fetch the image under ``root`` into ``store`` and tag it ``reference``; return the tagged descriptor.
 
     The tag is written only after every blob of the selected tree is committed, so a failed pull leaves
-    the previous tag (if any) in place and never points at an incomplete image.
+    the previous tag (if any) in place and never points at an incomplete image. The whole pull holds a
+    write lease, so ``gc`` never deletes a blob this pull committed or found present before it is tagged.
     """
     selection = selection or PlatformSelection()
-    dispatch(pull_handler(fetcher, store, selection), [root], limit)
-    return tag_image(store, reference, root, selection)
+    with store.lease():
+        dispatch(pull_handler(fetcher, store, selection), [root], limit)
+        return tag_image(store, reference, root, selection)
 
 
 def tag_image(store: LayoutStore, reference: str, root: Descriptor, selection: PlatformSelection) -> Descriptor:

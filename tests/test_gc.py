@@ -321,3 +321,25 @@ def test_a_crashed_writers_lease_expires_and_its_untagged_blobs_are_kept_for_the
     assert present(store) == keep and report.blobs_deleted == len(garbage | committed)
     leases = Path(location.url) / LEASE_DIR
     assert not leases.exists() or not list(leases.iterdir()), "stale leases are removed"
+
+
+def test_a_core_pull_holds_a_write_lease_until_it_has_tagged(request) -> None:
+    from ocimirror.pull import pull
+    from ocimirror.store.lease import list_leases
+
+    source = store_location("memory", request).open()
+    root = make_image(source, "pulled")
+    destination = store_location("file", request).open()
+    seen: list[list[str]] = []
+
+    class Watching:
+        """The source store, noting which leases the destination has each time a blob is fetched."""
+
+        def fetch(self, descriptor: Descriptor, offset: int = 0):
+            seen.append([lease.kind for lease in list_leases(destination)])
+            return source.fetch(descriptor, offset)
+
+    pull(Watching(), destination, root, "example.com/pulled:1")
+    assert seen and all(kinds == ["write"] for kinds in seen)
+    assert list_leases(destination) == [], "released once tagged"
+    assert destination.resolve("example.com/pulled:1").digest == root.digest
