@@ -21,6 +21,8 @@ from .remotes.reference import parse_reference
 from .store.layout import LayoutStore
 from .verify import CORRUPT_BLOB, MISSING_BLOB, Fault, VerifyReport, image_name, verify_store, walk_image
 
+#: Connections per registry host while repairing: few blobs, fetched one after the other.
+REPAIR_CONNECTIONS = 4
 #: Verification passes at most: a repaired index can reveal a damaged manifest, which reveals a layer.
 MAX_ROUNDS = 4
 

@@ -264,15 +264,20 @@ def verify(
     repair: Annotated[
         bool, typer.Option("--repair", help="Fetch damaged or missing content again from the images' registries.")
     ] = False,
+    config: Annotated[
+        str | None,
+        typer.Option(metavar="CONFIG.yaml", help="Mirror config whose registries settings --repair uses."),
+    ] = None,
     storage_option: StorageOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Re-hash every blob in STORE and check every tagged image is complete; exit 1 on any fault."""
     from ocimirror.verify import verify_store
 
+    registries = _registries(config)
     report = _inspect(store, storage_option, verify_store)
     if repair and not report.ok:
-        _repair(store, storage_option, report, as_json)
+        _repair(store, storage_option, report, registries, as_json)
     if as_json:
         print(report.model_dump_json(indent=2))
     else:
@@ -282,12 +287,27 @@ def verify(
     raise typer.Exit(0 if report.ok else EXIT_FAILED)
 
 
-def _repair(store: str, storage_option: list[str] | None, report: Any, as_json: bool) -> None:
-    """``verify --repair`` once faults were found: fetch again, report, exit."""
-    from ocimirror.remotes import Registry
-    from ocimirror.repair import repair_store
+def _registries(config: str | None) -> dict[str, Any]:
+    """Registry client settings from a mirror config (credentials by env reference), or none."""
+    from ocimirror.config import load_config, read_env_secret, registry_configs
+    from ocimirror.repair import REPAIR_CONNECTIONS
 
-    with Registry() as registry:
+    if config is None:
+        return {}
+    try:
+        return registry_configs(load_config(config).registries, read_env_secret, REPAIR_CONNECTIONS)
+    except ConfigError as error:
+        raise _fail(str(error), EXIT_USAGE) from None
+
+
+def _repair(
+    store: str, storage_option: list[str] | None, report: Any, registries: dict[str, Any], as_json: bool
+) -> None:
+    """``verify --repair`` once faults were found: fetch again, report, exit."""
+    from ocimirror.remotes import Registry, RegistryConfig
+    from ocimirror.repair import REPAIR_CONNECTIONS, repair_store
+
+    with Registry(registries, default_config=RegistryConfig(max_connections=REPAIR_CONNECTIONS)) as registry:
         result = _inspect(store, storage_option, lambda layout: repair_store(layout, registry, report))
     if as_json:
         print(result.model_dump_json(indent=2))

@@ -14,14 +14,11 @@ from prefect.concurrency.sync import concurrency
 
 from ocimirror.config import RegistrySettings, StoreSettings
 from ocimirror.gc import GcReport, collect_garbage, parse_duration
-from ocimirror.repair import RepairReport, repair_store
+from ocimirror.repair import REPAIR_CONNECTIONS, RepairReport, repair_store
 from ocimirror.store.layout import redact_url
 from ocimirror.verify import VerifyReport, verify_store
 
 from .clients import registry_client, target_store
-
-#: Connections per registry host while repairing (few blobs, usually one at a time).
-REPAIR_CONNECTIONS = 4
 
 
 def store_limit_name(store: StoreSettings) -> str:

@@ -109,6 +109,7 @@ def test_rm_accepts_the_short_form_of_a_recorded_name(tmp_path, request) -> None
         (["gc", "--grace", "0"], 1, "not an OCI image layout"),
         (["rm", "example.com/x:1"], 1, "not an OCI image layout"),
         (["verify", "--repair"], 1, "not an OCI image layout"),
+        (["verify", "--repair", "--config", "/nonexistent/mirror.yaml"], 2, "cannot read"),
     ],
 )
 def test_bad_input_is_one_clear_error_and_nothing_is_deleted(tmp_path, args, code, message) -> None:
