@@ -7,11 +7,13 @@ same handlers level by level as tasks. It also serves store-to-store copies, sin
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import cast
 
 from . import mediatypes
 from .content import Fetcher, copy_content, read_document
 from .descriptor import Descriptor
+from .errors import DamagedContent
 from .handlers import Handler, dispatch, fetch_handler, handlers
 from .manifest import Index, encode_document
 from .remotes.reference import Reference
@@ -27,7 +29,23 @@ def recorded_name(reference: Reference) -> str:
 
 def pull_handler(fetcher: Fetcher, store: LayoutStore, selection: PlatformSelection) -> Handler:
     """Fetch a descriptor into ``store``, then return the children ``selection`` keeps."""
-    return handlers(fetch_handler(store, fetcher), selection.children_handler(store))
+    return handlers(fetch_handler(store, fetcher), healing_children(selection.children_handler(store), fetcher, store))
+
+
+def healing_children(children: Handler, fetcher: Fetcher, store: LayoutStore) -> Handler:
+    """``children``, except that a stored manifest or index that no longer hashes to its name (damaged after
+    it was committed: it has the right size, so it counts as present) is fetched again from ``fetcher`` over
+    the damaged copy, atomically and verified, and then read. Without this, every later sync of the image
+    would fail on it."""
+
+    def heal(descriptor: Descriptor) -> Sequence[Descriptor]:
+        try:
+            return children(descriptor)
+        except DamagedContent:
+            copy_content(fetcher, store.replacing(), descriptor)
+            return children(descriptor)
+
+    return heal
 
 
 def pull(

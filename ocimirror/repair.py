@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, computed_field
 
-from .content import Status, Writer, copy_content
+from .content import copy_content
 from .descriptor import Descriptor
 from .errors import InvalidReference, OcimirrorError
 from .remotes import Registry
@@ -53,20 +53,6 @@ class RepairReport(BaseModel):
         return not self.unrepairable and self.verify.ok
 
 
-class _Replacing:
-    """The store as an Ingester whose writers overwrite committed content (a damaged copy has the right
-    size, so the ordinary writer would call it present)."""
-
-    def __init__(self, store: LayoutStore) -> None:
-        self._store = store
-
-    def writer(self, ref: str, descriptor: Descriptor) -> Writer:
-        return self._store.writer(ref, descriptor, replace=True)
-
-    def statuses(self) -> list[Status]:
-        return self._store.statuses()
-
-
 def _users(store: LayoutStore, untrusted: frozenset[str]) -> dict[str, tuple[Descriptor, list[str]]]:
     """For every descriptor of every image tree: the descriptor and the names of the images it is in."""
     users: dict[str, tuple[Descriptor, list[str]]] = {}
@@ -92,7 +78,7 @@ def _fetch_again(
             problems.append(f"{name}: not a registry reference")
             continue
         try:
-            copy_content(registry.fetcher(reference), _Replacing(store) if replace else store, descriptor)
+            copy_content(registry.fetcher(reference), store.replacing() if replace else store, descriptor)
             return ""
         except (OcimirrorError, OSError) as error:
             problems.append(f"{reference.name}: {error}")

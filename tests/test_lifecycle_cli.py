@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from ocimirror.content import read_document
 from ocimirror.errors import DamagedContent
 from ocimirror.pull import pull, recorded_name
 from ocimirror.remotes import Registry, parse_reference
 from ocimirror.store import LayoutStore
+from ocimirror.verify import verify_store
 from tests.test_store import StoreLocation, store_location, tree
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,9 +141,8 @@ def test_repair_restores_flipped_bytes_and_the_next_pull_succeeds(seeded_registr
     index = store.resolve(multiarch)
     damage(store, layer.digest)
     damage(store, index.digest)
-
     with pytest.raises(DamagedContent, match=r"stored copy of .* in .* is damaged.*verify --repair"):
-        mirror(store, seeded_registry.reference("test/multiarch:v1"))
+        read_document(store, index)
     assert cli(location, "verify").returncode == 1
 
     result = cli(location, "verify", "--repair")
@@ -149,7 +150,18 @@ def test_repair_restores_flipped_bytes_and_the_next_pull_succeeds(seeded_registr
     assert f"REPAIRED corrupt-blob {layer.digest}" in result.stdout
     assert f"REPAIRED corrupt-blob {index.digest}" in result.stdout
     assert cli(location, "verify").returncode == 0
-    mirror(store, seeded_registry.reference("test/multiarch:v1"))
+    mirror(store, seeded_registry.reference("test/multiarch:v1"), seeded_registry.reference("test/single:v1"))
+
+
+def test_a_pull_fetches_a_damaged_stored_manifest_again(seeded_registry, location) -> None:
+    store = location.open()
+    (multiarch,) = mirror(store, seeded_registry.reference("test/multiarch:v1"))
+    index = store.resolve(multiarch)
+    manifest = read_document(store, index).children()[0]
+    damage(store, index.digest)
+    damage(store, manifest.digest)
+    mirror(store, seeded_registry.reference("test/multiarch:v1"))  # would fail on the damaged copies
+    assert verify_store(store).ok
 
 
 def test_damage_no_source_can_supply_is_reported_with_the_image_names(seeded_registry, request) -> None:
