@@ -31,7 +31,7 @@ from .content import read_document
 from .descriptor import Descriptor
 from .errors import DigestMismatch, InvalidManifest, NotFound, SizeMismatch, StoreError
 from .store.layout import BlobEntry, LayoutStore
-from .store.lease import LEASE_TTL, LeaseInfo, hold, live_leases, remove_stale_leases
+from .store.lease import LEASE_TTL, LeaseInfo, ensure_held, hold, live_leases, remove_stale_leases
 
 #: Unreachable blobs younger than this are kept (a writer outside the lease protocol may tag them soon).
 DEFAULT_GRACE = 3600.0
@@ -162,11 +162,7 @@ def collect_garbage(
         cutoff = now - timedelta(seconds=grace)
         doomed = _account(report, listing, reachable, len(roots), cutoff)
         for start in range(0, len(doomed), DELETE_BATCH):
-            if not lease.held():
-                raise StoreError(
-                    f"{store}: the gc lease could not be renewed; stopped after deleting {start} blobs "
-                    "(what is left is still consistent)"
-                )
+            ensure_held(lease, store)  # a lapsed lease may have let a writer in: stop deleting
             store.delete_blobs(doomed[start : start + DELETE_BATCH])
         for ingest in store.backend.abandoned_ingests(cutoff):
             if not store.backend.remove_ingest(ingest):

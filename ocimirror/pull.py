@@ -19,6 +19,7 @@ from .manifest import Index, encode_document
 from .remotes.reference import Reference
 from .selection import PlatformSelection
 from .store import LayoutStore
+from .store.lease import ensure_held
 
 
 def recorded_name(reference: Reference) -> str:
@@ -63,8 +64,9 @@ def pull(
     write lease, so ``gc`` never deletes a blob this pull committed or found present before it is tagged.
     """
     selection = selection or PlatformSelection()
-    with store.lease():
+    with store.lease() as lease:
         dispatch(pull_handler(fetcher, store, selection), [root], limit)
+        ensure_held(lease, store)
         return tag_image(store, reference, root, selection)
 
 

@@ -343,3 +343,17 @@ def test_a_core_pull_holds_a_write_lease_until_it_has_tagged(request) -> None:
     assert seen and all(kinds == ["write"] for kinds in seen)
     assert list_leases(destination) == [], "released once tagged"
     assert destination.resolve("example.com/pulled:1").digest == root.digest
+
+
+def test_a_lease_that_lapsed_once_is_never_trusted_again(request) -> None:
+    from ocimirror.store.lease import Lease, LeaseLost, ensure_held
+
+    store = store_location("file", request).open()
+    lease = Lease(store, "write", ttl=60)
+    lease.write()
+    ensure_held(lease, store)
+    lease._renewed -= 31  # as if the renewals had failed for over ttl / 2: others may have seen it stale
+    lease.write()  # renewed again now
+    with pytest.raises(LeaseLost, match="could not be renewed in time"):
+        ensure_held(lease, store)
+    lease.release()

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fsspec import AbstractFileSystem
 from pydantic import ValidationError
@@ -27,6 +27,9 @@ from ..digest import ALGORITHMS, blob_path
 from ..errors import InvalidManifest, InvalidReference, NotFound, StoreError, validation_problems
 from ..manifest import Index, encode_document
 from .backend import Backend
+
+if TYPE_CHECKING:
+    from .lease import Lease
 from .files import LOCAL_CHUNK_SIZE, file_size, modified_at, read_range
 
 OCI_LAYOUT_FILE = "oci-layout"
@@ -218,9 +221,10 @@ class LayoutStore:
             with suppress(FileNotFoundError):
                 self.fs.rm(paths)
 
-    def lease(self) -> AbstractContextManager[None]:
+    def lease(self) -> AbstractContextManager[Lease]:
         """Hold a write lease (see ``ocimirror.store.lease``) around anything that commits blobs and tags
-        them: ``gc`` then never deletes what this writer committed or found present but has not tagged."""
+        them: ``gc`` then never deletes what this writer committed or found present but has not tagged.
+        Call ``ensure_held(lease, store)`` right before tagging."""
         from .lease import write_lease
 
         return write_lease(self)

@@ -54,6 +54,10 @@ class StoreBusy(TransientError):
     """Leases of the other kind stayed live for longer than the caller was willing to wait."""
 
 
+class LeaseLost(TransientError):
+    """A lease went unrenewed for too long: the other side may have acted as if it were gone."""
+
+
 @dataclass(frozen=True)
 class LeaseInfo:
     """A lease found in the store: its kind, object name and when it was last renewed (store clock)."""
@@ -80,6 +84,7 @@ class Lease:
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
         self._renewed = time.monotonic()
+        self._lapsed = False
 
     @property
     def name(self) -> str:
@@ -89,7 +94,10 @@ class Lease:
         """Write (or rewrite) the lease object; return its modification time, which is the store's now."""
         self._fs.makedirs(posixpath.dirname(self._path), exist_ok=True)
         self._fs.pipe_file(self._path, self._body)
-        self._renewed = time.monotonic()
+        now = time.monotonic()
+        if now - self._renewed >= self.ttl / 2:
+            self._lapsed = True  # others may have seen it stale meanwhile: never trust it again
+        self._renewed = now
         self._fs.invalidate_cache(self._path)
         return modified_at(self._fs.info(self._path))
 
@@ -105,8 +113,10 @@ class Lease:
                 log.warning("could not renew %s lease %s: %s", self.kind, self.name, error)
 
     def held(self) -> bool:
-        """Whether the lease is certainly still live for others (renewed within the last ``ttl / 2``)."""
-        return time.monotonic() - self._renewed < self.ttl / 2
+        """Whether the lease has certainly been live for others all along: renewed within the last
+        ``ttl / 2`` and never left longer than that since it was acquired. A lease that lapsed once may have
+        looked stale to the other side, which may then have acted (deleted, or written) meanwhile."""
+        return not self._lapsed and time.monotonic() - self._renewed < self.ttl / 2
 
     def release(self) -> None:
         self._stop.set()
@@ -199,12 +209,22 @@ def hold(
 
 
 @contextmanager
-def write_lease(store: LayoutStore, ttl: float = LEASE_TTL) -> Iterator[None]:
+def write_lease(store: LayoutStore, ttl: float = LEASE_TTL) -> Iterator[Lease]:
     """What every writer holds from its first look at the store's blobs until its last tag is written, so
-    that ``gc`` never deletes a blob it has committed, or found present, but not tagged yet."""
+    that ``gc`` never deletes a blob it has committed, or found present, but not tagged yet. Check
+    ``held()`` right before tagging (``ensure_held``): a lease that lapsed protected nothing."""
 
     def waiting(blockers: list[LeaseInfo]) -> None:
         log.info("%s: waiting for a garbage collection to finish (%s)", store, blockers[0].name)
 
-    with hold(store, "write", ttl, on_wait=waiting):
-        yield
+    with hold(store, "write", ttl, on_wait=waiting) as (lease, _):
+        yield lease
+
+
+def ensure_held(lease: Lease, store: LayoutStore) -> None:
+    """Raise ``LeaseLost`` (transient: run again) unless ``lease`` has been live all along."""
+    if not lease.held():
+        raise LeaseLost(
+            f"{store}: the {lease.kind} lease could not be renewed in time; a garbage collection may have "
+            "run meanwhile, so nothing more is written (running again is safe)"
+        )
