@@ -102,6 +102,7 @@ def test_gc_frees_exactly_the_unreachable_blobs(location: StoreLocation) -> None
 
     dry = collect_garbage(store, grace=0, dry_run=True)
     assert set(dry.deleted) == garbage and present(store) == keep | garbage, "a dry run deletes nothing"
+    assert not store.fs.exists(f"{store.backend.root}/{LEASE_DIR}"), "a dry run writes nothing, not even a lease"
 
     garbage_bytes = sum(store.info(digest) for digest in garbage)
     report = collect_garbage(location.open(), grace=0)
