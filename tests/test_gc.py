@@ -353,7 +353,7 @@ def test_a_lease_that_lapsed_once_is_never_trusted_again(request) -> None:
     lease = Lease(store, "write", ttl=60)
     lease.write()
     ensure_held(lease, store)
-    lease._renewed -= 31  # as if the renewals had failed for over ttl / 2: others may have seen it stale
+    lease._renewed -= 31  # as if renewals had failed for over ttl / 2: others may have seen it stale
     lease.write()  # renewed again now
     with pytest.raises(LeaseLost, match="could not be renewed in time"):
         ensure_held(lease, store)

@@ -90,14 +90,18 @@ class Lease:
     def name(self) -> str:
         return posixpath.basename(self._path)
 
-    def write(self) -> datetime:
-        """Write (or rewrite) the lease object; return its modification time, which is the store's now."""
+    def write(self) -> None:
+        """Write (or rewrite) the lease object. Its age is counted from before the write was sent, so the
+        holder never thinks it fresher than others see it."""
+        started = time.monotonic()
         self._fs.makedirs(posixpath.dirname(self._path), exist_ok=True)
         self._fs.pipe_file(self._path, self._body)
-        now = time.monotonic()
-        if now - self._renewed >= self.ttl / 2:
+        if started - self._renewed >= self.ttl / 2:
             self._lapsed = True  # others may have seen it stale meanwhile: never trust it again
-        self._renewed = now
+        self._renewed = started
+
+    def written_at(self) -> datetime:
+        """The lease object's modification time: the store's clock at the last write."""
         self._fs.invalidate_cache(self._path)
         return modified_at(self._fs.info(self._path))
 
@@ -119,11 +123,19 @@ class Lease:
         return not self._lapsed and time.monotonic() - self._renewed < self.ttl / 2
 
     def release(self) -> None:
+        """Stop renewing and remove the object. A removal that fails is only logged: the lease goes stale
+        by itself, and the holder's own outcome (or error) is what matters to its caller."""
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
-        with suppress(FileNotFoundError):
+        try:
             self._fs.rm_file(self._path)
+        except FileNotFoundError:
+            pass
+        except Exception as error:  # noqa: BLE001 - see above
+            log.warning(
+                "could not remove %s lease %s (it goes stale in %.0f s): %s", self.kind, self.name, self.ttl, error
+            )
 
 
 def list_leases(store: LayoutStore) -> list[LeaseInfo]:
@@ -171,7 +183,8 @@ def _acquire(
     deadline = None if wait is None else time.monotonic() + wait
     while True:
         lease = Lease(store, kind, ttl)
-        now = lease.write()
+        lease.write()
+        now = lease.written_at()
         blockers = live_leases(store, _OTHER[kind], now, ttl)
         if not blockers:
             return lease, now
