@@ -65,6 +65,10 @@ def _users(store: LayoutStore, untrusted: frozenset[str]) -> dict[str, tuple[Des
     return users
 
 
+def _corrupt(report: VerifyReport) -> frozenset[str]:
+    return frozenset(fault.digest for fault in report.faults if fault.kind == CORRUPT_BLOB)
+
+
 def _fetch_again(
     store: LayoutStore, registry: Registry, descriptor: Descriptor, images: list[str], replace: bool
 ) -> str:
@@ -93,27 +97,26 @@ def repair_store(store: LayoutStore, registry: Registry, report: VerifyReport | 
     problems: dict[str, str] = {}
     with store.lease():
         for _ in range(MAX_ROUNDS):
-            todo = [
-                fault
+            # Content under a damaged manifest is found only once the manifest is repaired: hence rounds.
+            users = _users(store, _corrupt(report))
+            todo = {
+                fault.digest: fault
                 for fault in report.faults
-                if fault.kind in (CORRUPT_BLOB, MISSING_BLOB) and fault.digest not in problems and fault not in repaired
-            ]
-            if not todo:
-                break
-            corrupt = frozenset(fault.digest for fault in report.faults if fault.kind == CORRUPT_BLOB)
-            users = _users(store, corrupt)
-            for fault in {fault.digest: fault for fault in todo}.values():
-                descriptor, images = users.get(fault.digest, (None, []))
-                if descriptor is None:
-                    problems[fault.digest] = fault.detail
-                    continue
+                if fault.kind in (CORRUPT_BLOB, MISSING_BLOB) and fault.digest in users and fault.digest not in problems
+            }
+            fixed = 0
+            for fault in todo.values():
+                descriptor, images = users[fault.digest]
                 problem = _fetch_again(store, registry, descriptor, images, replace=fault.kind == CORRUPT_BLOB)
                 if problem:
                     problems[fault.digest] = problem
                 else:
                     repaired.append(fault)
+                    fixed += 1
+            if not fixed:
+                break
             report = verify_store(store)
-    users = _users(store, frozenset(fault.digest for fault in report.faults if fault.kind == CORRUPT_BLOB))
+    users = _users(store, _corrupt(report))
     unrepairable: dict[str, Unrepairable] = {}
     for fault in report.faults:
         images = users[fault.digest][1] if fault.digest in users else [fault.reference] if fault.reference else []

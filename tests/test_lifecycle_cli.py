@@ -181,3 +181,20 @@ def test_damage_no_source_can_supply_is_reported_with_the_image_names(seeded_reg
     assert problem["digest"] == layer.digest and problem["images"] == [orphan]
     assert "test/gone" in problem["detail"]
     assert not report["ok"]
+
+
+def test_repair_reaches_damage_hidden_under_a_damaged_manifest(seeded_registry, request) -> None:
+    from ocimirror.repair import repair_store
+
+    store = store_location("file", request).open()
+    (name,) = mirror(store, seeded_registry.reference("test/multiarch:v1"))
+    index = store.resolve(name)
+    manifest = read_document(store, index).children()[0]
+    layer = read_document(store, manifest).children()[-1]
+    for digest in (index.digest, manifest.digest, layer.digest):
+        damage(store, digest)
+    with Registry() as registry:
+        report = repair_store(store, registry)
+    assert report.ok, report.unrepairable
+    assert {fault.digest for fault in report.repaired} == {index.digest, manifest.digest, layer.digest}
+    assert verify_store(store).ok
