@@ -372,8 +372,14 @@ def gc(
     except ValueError as error:
         raise _fail(f"--grace/--wait: {error}", EXIT_USAGE) from None
 
+    shown: list[set[str]] = [set()]
+
     def waiting(blockers: list[Any]) -> None:
-        console.print(f"waiting for {len(blockers)} running writer(s) to finish", highlight=False)
+        """Say who gc waits for, once per change (the check repeats every few seconds)."""
+        names = {blocker.name for blocker in blockers}
+        if names != shown[0]:
+            shown[0] = names
+            console.print(f"waiting for {len(names)} running writer(s) to finish: {', '.join(sorted(names))}")
 
     report = _inspect(
         store,
