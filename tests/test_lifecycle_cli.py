@@ -198,3 +198,17 @@ def test_repair_reaches_damage_hidden_under_a_damaged_manifest(seeded_registry, 
     assert report.ok, report.unrepairable
     assert {fault.digest for fault in report.repaired} == {index.digest, manifest.digest, layer.digest}
     assert verify_store(store).ok
+
+
+def test_gc_gives_up_after_waiting_for_a_running_writer_and_deletes_nothing(request) -> None:
+    from tests.test_store import make_image
+
+    location = store_location("file", request)
+    store = location.open()
+    garbage = {d.digest for d in tree(store, make_image(store, "kept"))}
+    with store.lease():  # a sync in progress
+        result = cli(location, "gc", "--grace", "0", "--wait", "1s")
+    assert result.returncode == 1
+    assert "waiting for 1 running writer(s)" in result.stderr and "still held after waiting" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert set(store.blobs()) == garbage
