@@ -17,7 +17,7 @@ import pytest
 from ocimirror import mediatypes
 from ocimirror.descriptor import Descriptor
 from ocimirror.digest import blob_path
-from ocimirror.errors import NotFound
+from ocimirror.errors import NotFound, StoreError
 from ocimirror.gc import GcRefused, collect_garbage, parse_duration
 from ocimirror.store import LayoutStore
 from ocimirror.store.lease import LEASE_DIR, hold
@@ -358,3 +358,14 @@ def test_a_lease_that_lapsed_once_is_never_trusted_again(request) -> None:
     with pytest.raises(LeaseLost, match="could not be renewed in time"):
         ensure_held(lease, store)
     lease.release()
+
+
+def test_deleting_blobs_some_of_which_are_gone_deletes_the_rest(location: StoreLocation) -> None:
+    store = location.open()
+    keep, garbage = populate(store)
+    doomed = sorted(garbage)
+    store.delete_blobs(doomed[:1])  # as another gc would have
+    store.delete_blobs(doomed)
+    assert present(store) == keep
+    with pytest.raises(StoreError, match="refusing to delete"):
+        store.delete_blobs(["sha256:../../index.json"])

@@ -217,9 +217,14 @@ class LayoutStore:
             if algorithm not in ALGORITHMS or not base or "/" in base or base in {".", ".."}:
                 raise StoreError(f"refusing to delete {name!r}: not a blob name listed from {self}")
             paths.append(self._path(f"blobs/{algorithm}/{base}"))
-        if paths:
-            with suppress(FileNotFoundError):
-                self.fs.rm(paths)
+        if not paths:
+            return
+        try:
+            self.fs.rm(paths)
+        except FileNotFoundError:  # some were gone (another gc): local and memory stop at the first one
+            for path in paths:
+                with suppress(FileNotFoundError):
+                    self.fs.rm_file(path)
 
     def lease(self) -> AbstractContextManager[Lease]:
         """Hold a write lease (see ``ocimirror.store.lease``) around anything that commits blobs and tags
