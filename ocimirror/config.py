@@ -177,6 +177,11 @@ class ImageSpec(_Strict):
     digests: list[Digest] = Field(default_factory=list)
     platforms: list[str] | None = Field(default=None, description="Overrides the config's default platforms.")
     all_metadata: bool | None = None
+    prune: bool | None = Field(
+        default=None,
+        description="After a successful sync, untag this source's images the selectors no longer select "
+        "(overrides the config's default).",
+    )
 
     @field_validator("include", "exclude")
     @classmethod
@@ -195,6 +200,11 @@ class ImageSpec(_Strict):
         except InvalidSpecifier:
             raise ValueError(f"invalid version range {value!r} (expected e.g. '>=3.18,<4')") from None
         return value
+
+    def prunes(self, config: MirrorConfig) -> bool:
+        """Whether this source's unselected images are untagged after a sync (its own ``prune``, else the
+        config's)."""
+        return self.prune if self.prune is not None else config.prune
 
     @property
     def lists_tags(self) -> bool:
@@ -215,6 +225,10 @@ class MirrorConfig(_Strict):
     platforms: list[str] = Field(default_factory=list, description="Default platforms; empty means all.")
     all_metadata: bool = False
     concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+    prune: bool = Field(
+        default=False,
+        description="Default for images: untag what the selectors no longer select after a successful sync.",
+    )
 
     @field_validator("platforms")
     @classmethod

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from . import mediatypes
 from .descriptor import Descriptor, ref_key
 from .digest import Verifier
-from .errors import AlreadyExists, DigestMismatch, DocumentTooLarge, SizeMismatch
+from .errors import AlreadyExists, DamagedContent, DigestMismatch, DocumentTooLarge, SizeMismatch
 from .manifest import Index, Manifest, parse_document
 
 log = logging.getLogger(__name__)
@@ -160,11 +160,19 @@ def read_blob(fetcher: Fetcher, descriptor: Descriptor, limit: int = mediatypes.
         return inline
     verifier = Verifier(descriptor.digest, descriptor.size)
     parts: list[bytes] = []
-    with closing(fetcher.fetch(descriptor)) as chunks:
-        for chunk in chunks:
-            verifier.update(chunk)
-            parts.append(chunk)
-    verifier.verify()
+    try:
+        with closing(fetcher.fetch(descriptor)) as chunks:
+            for chunk in chunks:
+                verifier.update(chunk)
+                parts.append(chunk)
+        verifier.verify()
+    except (DigestMismatch, SizeMismatch) as error:
+        if isinstance(fetcher, Provider):  # committed content: the damage is in the store, not upstream
+            raise DamagedContent(
+                f"the stored copy of {descriptor.digest} in {fetcher} is damaged ({error}); "
+                f"`ocimirror verify --repair {fetcher}` fetches it again from its source"
+            ) from None
+        raise
     return b"".join(parts)
 
 

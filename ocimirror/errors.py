@@ -101,6 +101,11 @@ class SizeMismatch(PermanentError):
     """Content is shorter or longer than its descriptor declares."""
 
 
+class DamagedContent(DigestMismatch):
+    """Content already committed in a store does not match its name (bit rot, an outside writer): the bad
+    copy is in the store, not at the source; ``ocimirror verify --repair`` re-fetches it."""
+
+
 class NotFound(PermanentError):
     """The requested content, manifest, tag or repository does not exist."""
 

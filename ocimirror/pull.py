@@ -7,16 +7,19 @@ same handlers level by level as tasks. It also serves store-to-store copies, sin
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import cast
 
 from . import mediatypes
 from .content import Fetcher, copy_content, read_document
 from .descriptor import Descriptor
+from .errors import DamagedContent
 from .handlers import CopyObserver, Handler, dispatch, fetch_handler, handlers
 from .manifest import Index, encode_document
 from .remotes.reference import Reference
 from .selection import PlatformSelection
 from .store import LayoutStore
+from .store.lease import ensure_held
 
 
 def recorded_name(reference: Reference) -> str:
@@ -30,7 +33,24 @@ def pull_handler(
 ) -> Handler:
     """Fetch a descriptor into ``store``, then return the children ``selection`` keeps; ``on_copied`` hears
     the bytes fetched for each (see :func:`~ocimirror.handlers.fetch_handler`)."""
-    return handlers(fetch_handler(store, fetcher, on_copied), selection.children_handler(store))
+    children = healing_children(selection.children_handler(store), fetcher, store)
+    return handlers(fetch_handler(store, fetcher, on_copied), children)
+
+
+def healing_children(children: Handler, fetcher: Fetcher, store: LayoutStore) -> Handler:
+    """``children``, except that a stored manifest or index that no longer hashes to its name (damaged after
+    it was committed: it has the right size, so it counts as present) is fetched again from ``fetcher`` over
+    the damaged copy, atomically and verified, and then read. Without this, every later sync of the image
+    would fail on it."""
+
+    def heal(descriptor: Descriptor) -> Sequence[Descriptor]:
+        try:
+            return children(descriptor)
+        except DamagedContent:
+            copy_content(fetcher, store.replacing(), descriptor)
+            return children(descriptor)
+
+    return heal
 
 
 def pull(
@@ -45,12 +65,15 @@ def pull(
     """Fetch the image under ``root`` into ``store`` and tag it ``reference``; return the tagged descriptor.
 
     The tag is written only after every blob of the selected tree is committed, so a failed pull leaves
-    the previous tag (if any) in place and never points at an incomplete image. ``on_copied`` is called
-    (from the dispatch threads) with each descriptor and the bytes actually fetched for it.
+    the previous tag (if any) in place and never points at an incomplete image. The whole pull holds a
+    write lease, so ``gc`` never deletes a blob this pull committed or found present before it is tagged.
+    ``on_copied`` is called (from the dispatch threads) with each descriptor and the bytes actually fetched.
     """
     selection = selection or PlatformSelection()
-    dispatch(pull_handler(fetcher, store, selection, on_copied), [root], limit)
-    return tag_image(store, reference, root, selection)
+    with store.lease() as lease:
+        dispatch(pull_handler(fetcher, store, selection, on_copied), [root], limit)
+        ensure_held(lease, store)
+        return tag_image(store, reference, root, selection)
 
 
 def tag_image(store: LayoutStore, reference: str, root: Descriptor, selection: PlatformSelection) -> Descriptor:

@@ -75,7 +75,7 @@ class ImageSummary(BaseModel):
     size: int
 
 
-def _image_name(entry: Descriptor) -> str:
+def image_name(entry: Descriptor) -> str:
     return ref_name(entry) or (entry.annotations or {}).get(CONTAINERD_NAME) or entry.digest
 
 
@@ -109,7 +109,7 @@ def walk_image(
     unusable to ``on_fault``; documents whose digest is in ``untrusted`` (already found corrupt) are not
     descended into. The tree is the one the image was mirrored with: an image mirrored with
     ``all_metadata`` lacks other platforms' layers by design, and that is not a fault."""
-    reference = _image_name(root)
+    reference = image_name(root)
     selection = PlatformSelection.from_annotations(root.annotations)
     seen: set[str] = set()
     found: list[Descriptor] = []
@@ -191,7 +191,7 @@ def list_images(store: LayoutStore) -> list[ImageSummary]:
     store.check_layout()
     return [
         ImageSummary(
-            reference=_image_name(entry),
+            reference=image_name(entry),
             digest=entry.digest,
             media_type=entry.media_type,
             platforms=_platforms(store, entry),

@@ -7,7 +7,9 @@ readers of a path one shared file object with one position, so a long-lived hand
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from fsspec import AbstractFileSystem
 
@@ -19,6 +21,24 @@ REMOTE_CHUNK_SIZE = 8 * 1024 * 1024
 def protocols(fs: AbstractFileSystem) -> frozenset[str]:
     """Every name ``fs`` answers to (``("s3", "s3a")``): backends are chosen by these."""
     return frozenset([fs.protocol] if isinstance(fs.protocol, str) else fs.protocol)
+
+
+def modified_at(info: Mapping[str, Any]) -> datetime:
+    """When the object an fsspec ``info``/``ls`` entry describes was last written, by the store's clock.
+
+    Local disk: ``mtime``; S3: ``LastModified``; GCS: ``updated``; memory: ``created`` (a memory file is
+    never modified in place, only replaced).
+    """
+    for key in ("mtime", "LastModified", "updated", "created"):
+        value = info.get(key)
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
+        if isinstance(value, int | float):
+            return datetime.fromtimestamp(value, UTC)
+        if isinstance(value, str) and value:
+            parsed = datetime.fromisoformat(value)
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    raise ValueError(f"no modification time in the listing of {info.get('name')!r}")
 
 
 def file_size(fs: AbstractFileSystem, path: str) -> int | None:

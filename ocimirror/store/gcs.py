@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from ..errors import StoreError
+from .backend import AbandonedIngest
 from .objectstore import ObjectStoreBackend, VersionConflict
 
 
 class GCSBackend(ObjectStoreBackend):
     """GCS: the generation is the version; ``ifGenerationMatch`` replaces, with 0 meaning "does not exist"."""
+
+    def abandoned_ingests(self, cutoff: datetime) -> list[AbandonedIngest]:
+        """None that can be found: GCS has no API listing resumable upload sessions. An abandoned session
+        stores nothing visible and GCS expires it after a week."""
+        return []
+
+    def remove_ingest(self, ingest: AbandonedIngest) -> bool:
+        raise StoreError(f"{ingest.path}: GCS upload sessions cannot be removed, they expire on their own")
 
     def committed_size(self, key: str) -> int | None:
         bucket, name, _ = self.fs.split_path(key)

@@ -32,8 +32,8 @@ from ..content import Status
 from ..descriptor import Descriptor
 from ..digest import Verifier, blob_path
 from ..errors import AlreadyExists, DigestMismatch, SizeMismatch, StoreError
-from .backend import Mutation
-from .files import file_size, read_range
+from .backend import AbandonedIngest, Mutation
+from .files import file_size, modified_at, read_range
 from .locks import index_lock_timeout
 
 INGEST_DIR = "ingest"
@@ -109,18 +109,21 @@ class IngestBackend(ABC):
         with suppress(FileNotFoundError):
             self.fs.rm(path, recursive=True)
 
-    def blob_writer(self, ref: str, descriptor: Descriptor) -> IngestWriter:
+    def blob_writer(self, ref: str, descriptor: Descriptor, replace: bool = False) -> IngestWriter:
         """Open or resume the ingest of ``ref``, waiting while another writer holds it.
 
-        Raises ``AlreadyExists`` if the blob is committed, also when it was committed while waiting.
+        Raises ``AlreadyExists`` if the blob is committed, also when it was committed while waiting, unless
+        ``replace``: then the verified content is renamed over the committed file.
         """
         target = self.path(blob_path(descriptor.digest))
-        self._refuse_committed(target, descriptor)
+        if not replace:
+            self._refuse_committed(target, descriptor)
         directory = self.path(f"{INGEST_DIR}/{ingest_name(ref)}")
         held = ExitStack()
         held.enter_context(self.lock(f"{directory}.lock"))
         try:
-            self._refuse_committed(target, descriptor)  # the writer we waited for may have committed it
+            if not replace:
+                self._refuse_committed(target, descriptor)  # the writer we waited for may have committed it
             return IngestWriter(self, ref, descriptor, directory, target, held)
         except BaseException:
             held.close()
@@ -151,6 +154,29 @@ class IngestBackend(ABC):
             if offset is not None:
                 found.append(status.model_copy(update={"offset": offset}))
         return sorted(found, key=lambda status: status.ref)
+
+    def abandoned_ingests(self, cutoff: datetime) -> list[AbandonedIngest]:
+        """Ingest directories whose newest file is older than ``cutoff``, lock files left by killed writers
+        (the kernel released their lock), and ``index.json`` temporaries a crash left in the root."""
+        found: list[AbandonedIngest] = []
+        with suppress(FileNotFoundError):
+            for entry in self.fs.ls(self.path(INGEST_DIR), detail=True):
+                if entry.get("type") == "directory":
+                    files = self.fs.ls(entry["name"], detail=True)
+                    times = [modified_at(item) for item in files] or [modified_at(entry)]
+                    size = sum(int(item.get("size") or 0) for item in files if item["name"].endswith(f"/{_DATA}"))
+                    found.append(AbandonedIngest(entry["name"], size, max(times)))
+                elif entry["name"].endswith(".lock"):
+                    found.append(AbandonedIngest(entry["name"], 0, modified_at(entry)))
+        for entry in self.fs.ls(self.root, detail=True):
+            if entry.get("type") == "file" and entry["name"].endswith(".tmp"):
+                found.append(AbandonedIngest(entry["name"], int(entry.get("size") or 0), modified_at(entry)))
+        return [ingest for ingest in found if ingest.updated_at < cutoff]
+
+    def remove_ingest(self, ingest: AbandonedIngest) -> bool:
+        with suppress(FileNotFoundError):
+            self.fs.rm(ingest.path, recursive=True)
+        return True
 
     def update(self, path: str, mutate: Mutation) -> bytes:
         """Read-modify-write ``path`` under its lock; ``mutate`` raising leaves the file untouched."""

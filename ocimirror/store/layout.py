@@ -12,7 +12,11 @@ import json
 import os
 import posixpath
 import re
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import AbstractContextManager, suppress
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from fsspec import AbstractFileSystem
 from pydantic import ValidationError
@@ -25,7 +29,10 @@ from ..errors import InvalidManifest, InvalidReference, NotFound, StoreError, va
 from ..jsonlimits import decode_json
 from ..manifest import Index, encode_document
 from .backend import Backend
-from .files import LOCAL_CHUNK_SIZE, file_size, protocols, read_range
+from .files import LOCAL_CHUNK_SIZE, file_size, modified_at, protocols, read_range
+
+if TYPE_CHECKING:
+    from .lease import Lease
 
 OCI_LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
@@ -36,6 +43,15 @@ CONTAINERD_NAME = "io.containerd.image.name"
 
 _USERINFO = re.compile(r"//[^/@]*@")
 _UNPRINTABLE = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class BlobEntry:
+    """A file under ``blobs/``: ``<alg>:<name>`` (unvalidated), its size and when it was committed."""
+
+    name: str
+    size: int
+    committed_at: datetime
 
 
 def redact_url(url: str) -> str:
@@ -100,6 +116,19 @@ def _tagged(index: Index, reference: str, entry: Descriptor) -> Index:
     if not placed:
         manifests.append(entry)
     return index.model_copy(update={"manifests": manifests, "media_type": mediatypes.OCI_INDEX})
+
+
+class ReplacingIngester:
+    """An Ingester whose writers replace committed blobs, each only once its new content verifies."""
+
+    def __init__(self, store: LayoutStore) -> None:
+        self._store = store
+
+    def writer(self, ref: str, descriptor: Descriptor) -> Writer:
+        return self._store.writer(ref, descriptor, replace=True)
+
+    def statuses(self) -> list[Status]:
+        return self._store.statuses()
 
 
 class LayoutStore:
@@ -174,14 +203,50 @@ class LayoutStore:
 
     def blobs(self) -> Iterator[str]:
         """``<alg>:<name>`` for every file under ``blobs/<alg>/``, unvalidated, so ``verify`` can flag strays."""
+        for entry in self.blob_entries():
+            yield entry.name
+
+    def blob_entries(self) -> Iterator[BlobEntry]:
+        """Every file under ``blobs/<alg>/`` with its size and commit time, from one listing per algorithm
+        (paginated by the filesystem: linear in the number of blobs)."""
         for algorithm in sorted(ALGORITHMS):
             try:
-                entries = self._list_fresh(self._path(f"blobs/{algorithm}"))
+                entries: list[dict[str, Any]] = self._list_fresh(self._path(f"blobs/{algorithm}"))
             except FileNotFoundError:
                 continue
-            names = sorted(posixpath.basename(str(entry["name"])) for entry in entries if entry.get("type") == "file")
-            for name in names:
-                yield f"{algorithm}:{name}"
+            files = sorted((entry for entry in entries if entry.get("type") == "file"), key=lambda e: e["name"])
+            for entry in files:
+                yield BlobEntry(
+                    name=f"{algorithm}:{posixpath.basename(entry['name'])}",
+                    size=int(entry.get("size") or 0),
+                    committed_at=modified_at(entry),
+                )
+
+    def delete_blobs(self, names: Sequence[str]) -> None:
+        """Delete the blobs listed as ``names`` (``<alg>:<name>`` from ``blob_entries``), in batches where the
+        filesystem has them (S3: 1000 keys per request, GCS: 100); blobs already gone are skipped."""
+        paths = []
+        for name in names:
+            algorithm, _, base = name.partition(":")
+            if algorithm not in ALGORITHMS or not base or "/" in base or base in {".", ".."}:
+                raise StoreError(f"refusing to delete {name!r}: not a blob name listed from {self}")
+            paths.append(self._path(f"blobs/{algorithm}/{base}"))
+        if not paths:
+            return
+        try:
+            self.fs.rm(paths)
+        except FileNotFoundError:  # some were gone (another gc): local and memory stop at the first one
+            for path in paths:
+                with suppress(FileNotFoundError):
+                    self.fs.rm_file(path)
+
+    def lease(self) -> AbstractContextManager[Lease]:
+        """Hold a write lease (see ``ocimirror.store.lease``) around anything that commits blobs and tags
+        them: ``gc`` then never deletes what this writer committed or found present but has not tagged.
+        Call ``ensure_held(lease, store)`` right before tagging."""
+        from .lease import write_lease
+
+        return write_lease(self)
 
     def _list_fresh(self, path: str) -> list[dict[str, object]]:
         """List ``path`` without trusting or keeping a cached listing (s3fs and gcsfs cache them): a kept
@@ -195,15 +260,21 @@ class LayoutStore:
 
     # Ingester
 
-    def writer(self, ref: str, descriptor: Descriptor) -> Writer:
-        """Open or resume the ingest ``ref``; ``AlreadyExists`` if the content is committed."""
+    def writer(self, ref: str, descriptor: Descriptor, replace: bool = False) -> Writer:
+        """Open or resume the ingest ``ref``; ``AlreadyExists`` if the content is committed, unless
+        ``replace`` (repair): then the verified content replaces the committed blob atomically."""
         blob_path(descriptor.digest)
         self._ensure_layout()
-        return self.backend.blob_writer(ref, descriptor)
+        return self.backend.blob_writer(ref, descriptor, replace)
 
     def statuses(self) -> list[Status]:
         """Every ingest in progress."""
         return self.backend.statuses()
+
+    def replacing(self) -> ReplacingIngester:
+        """This store as an Ingester that overwrites committed content: the repair path for a blob whose
+        bytes are damaged (it has the right size, so the ordinary writer calls it present)."""
+        return ReplacingIngester(self)
 
     # index.json
 
@@ -241,16 +312,28 @@ class LayoutStore:
         )
         self._update_index(lambda index: _tagged(index, reference, entry))
 
-    def untag(self, reference: str) -> None:
-        """Remove the entry tagged ``reference`` (its blobs stay); ``NotFound`` if there is none."""
+    def untag(self, *references: str, missing_ok: bool = False) -> list[str]:
+        """Remove the entries tagged ``references`` in one ``index.json`` update (their blobs stay until
+        ``gc``); return the names removed.
+
+        Unless ``missing_ok``, a name that is not tagged raises ``NotFound`` naming every such name, and
+        nothing is removed: a typo never leaves half of a command done.
+        """
+        wanted = set(references)
+        removed: list[str] = []
 
         def without(index: Index) -> Index:
-            kept = [entry for entry in index.manifests if ref_name(entry) != reference]
-            if len(kept) == len(index.manifests):
-                raise NotFound(f"{reference} is not tagged in {self}")
+            present = {ref_name(entry) for entry in index.manifests}
+            missing = [name for name in dict.fromkeys(references) if name not in present]
+            if missing and not missing_ok:
+                raise NotFound(f"not tagged in {self}: {', '.join(missing)}")
+            kept = [entry for entry in index.manifests if ref_name(entry) not in wanted]
+            removed[:] = [name for name in dict.fromkeys(references) if name in present]
             return index.model_copy(update={"manifests": kept})
 
-        self._update_index(without)
+        if wanted:
+            self._update_index(without)
+        return removed
 
     def _update_index(self, change: Callable[[Index], Index]) -> None:
         self._ensure_layout()

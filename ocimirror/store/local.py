@@ -20,7 +20,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import BinaryIO
 
+from filelock import Timeout
+
 from ..errors import StoreError
+from .backend import AbandonedIngest
 from .ingest import IngestBackend
 from .locks import wait_for_lock
 
@@ -130,17 +133,18 @@ class LocalBackend(IngestBackend):
                 os.unlink(path)
 
     @contextmanager
-    def lock(self, path: str, timeout: float | None = None) -> Iterator[None]:
+    def lock(self, path: str, timeout: float | None = None, blocking: bool = True) -> Iterator[None]:
         """Hold an flock on the file ``path``, created on demand and removed before release.
 
         Removing the lock file while still holding it is the last step of every critical section, so no lock
         files are left behind; a waiter that then wins the flock on the removed inode sees it unlinked and
         tries again on a fresh file (filelock checks ``st_nlink``). The kernel drops the flock if the process
         dies. Soft (existence) locking is refused: removing its marker would hand the lock to two holders.
-        A lock held by another process is waited for as ``wait_for_lock`` says (logged, bounded).
+        A lock held by another process is waited for as ``wait_for_lock`` says (logged, bounded); without
+        ``blocking``, it raises ``filelock.Timeout`` at once.
         """
         self._real_parents(path, create=True)
-        with wait_for_lock(path, timeout):
+        with wait_for_lock(path, timeout, blocking):
             try:
                 yield
             finally:
@@ -159,3 +163,15 @@ class LocalBackend(IngestBackend):
             os.fsync(file.fileno())
         os.replace(source, target)
         _fsync_directory(os.path.dirname(target))
+
+    def remove_ingest(self, ingest: AbandonedIngest) -> bool:
+        """Remove an abandoned ingest under its own lock, taken without waiting: an ingest whose lock is
+        held has a live writer, however old its files look, and is left alone."""
+        if ingest.path.endswith(".tmp"):
+            return super().remove_ingest(ingest)
+        lock = ingest.path if ingest.path.endswith(".lock") else f"{ingest.path}.lock"
+        try:
+            with self.lock(lock, blocking=False):  # leaving the lock removes its file
+                return super().remove_ingest(ingest)
+        except Timeout:
+            return False

@@ -48,11 +48,19 @@ def index_lock_timeout() -> float:
 
 
 @contextmanager
-def wait_for_lock(path: str, timeout: float | None = None) -> Iterator[None]:
+def wait_for_lock(path: str, timeout: float | None = None, blocking: bool = True) -> Iterator[None]:
     """Hold the flock on ``path``; after ``WAIT_NOTICE_SECONDS`` of waiting log which lock is waited for,
-    and after ``timeout`` seconds (``None``: no bound) raise ``StoreError`` naming it."""
-    lock = UnixFileLock(path, thread_local=False, fallback_to_soft=False)
+    and after ``timeout`` seconds (``None``: no bound) raise ``StoreError`` naming it. Without ``blocking``
+    a lock held elsewhere raises ``filelock.Timeout`` at once (for callers that skip what is in use)."""
+    lock = UnixFileLock(path, thread_local=False, fallback_to_soft=False, blocking=blocking)
     started = time.monotonic()
+    if not blocking:
+        lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+        return
     first = WAIT_NOTICE_SECONDS if timeout is None else min(WAIT_NOTICE_SECONDS, timeout)
     try:
         lock.acquire(timeout=first)

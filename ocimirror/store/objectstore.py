@@ -32,7 +32,7 @@ from ..content import Status
 from ..descriptor import Descriptor
 from ..digest import Verifier, blob_path
 from ..errors import AlreadyExists, StoreError, TransientError
-from .backend import Mutation
+from .backend import AbandonedIngest, Mutation
 
 #: Bytes buffered before a part is uploaded. S3 needs at least 5 MiB per part but the last; GCS needs
 #: multiples of 256 KiB; 8 MiB satisfies both and keeps ~1250 parts under S3's 10 000 for a 10 GB layer.
@@ -215,16 +215,17 @@ class ObjectStoreBackend(ABC):
         """The object key (``bucket/prefix/path``) of a path inside the store."""
         return f"{self.root}/{path}"
 
-    def blob_writer(self, ref: str, descriptor: Descriptor) -> ObjectBlobWriter:
+    def blob_writer(self, ref: str, descriptor: Descriptor, replace: bool = False) -> ObjectBlobWriter:
         """A writer streaming ``descriptor``'s blob to its final key, visible only after a verified commit.
 
         Waits while another writer of ``ref`` is open in this process. Raises ``AlreadyExists`` if the blob
         is committed (one HEAD or metadata GET); a blob of the wrong size counts as absent and is rewritten.
+        With ``replace`` a committed blob is overwritten too: the completed upload replaces the object whole.
         """
         key = self.key(blob_path(descriptor.digest))
         _INGESTS.claim(self._store_id, ref)
         try:
-            if self.committed_size(key) == descriptor.size:
+            if not replace and self.committed_size(key) == descriptor.size:
                 raise AlreadyExists(f"{descriptor.digest} is already committed")
             writer = ObjectBlobWriter(self, ref, descriptor)
         except BaseException:
@@ -264,6 +265,15 @@ class ObjectStoreBackend(ABC):
         if content != current:
             self.write_if_version(key, content, version)
         return content
+
+    @abstractmethod
+    def abandoned_ingests(self, cutoff: datetime) -> list[AbandonedIngest]:
+        """Uploads begun under the store before ``cutoff`` and neither completed nor aborted. Writers in
+        this process abort theirs; only a killed process leaves one behind."""
+
+    @abstractmethod
+    def remove_ingest(self, ingest: AbandonedIngest) -> bool:
+        """Abort an abandoned upload."""
 
     @abstractmethod
     def committed_size(self, key: str) -> int | None:

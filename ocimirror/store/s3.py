@@ -2,14 +2,43 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
+from datetime import UTC, datetime
+
 from fsspec.asyn import sync
 
 from ..errors import StoreError
+from .backend import AbandonedIngest
 from .objectstore import ObjectStoreBackend, VersionConflict
 
 
 class S3Backend(ObjectStoreBackend):
     """S3: the ETag is the version; ``If-Match`` replaces, ``If-None-Match: *`` creates."""
+
+    def abandoned_ingests(self, cutoff: datetime) -> list[AbandonedIngest]:
+        """Multipart uploads under the store initiated before ``cutoff`` (ListMultipartUploads, paginated);
+        their parts are billed until aborted."""
+        bucket, prefix, _ = self.fs.split_path(self.root)
+        found: list[AbandonedIngest] = []
+        marker: dict[str, str] = {}
+        while True:
+            page = self.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=f"{prefix}/", **marker)
+            for upload in page.get("Uploads", []):
+                initiated = upload["Initiated"]
+                initiated = initiated if initiated.tzinfo else initiated.replace(tzinfo=UTC)
+                if initiated < cutoff:
+                    parts = self.fs.call_s3("list_parts", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    size = sum(int(part["Size"]) for part in parts.get("Parts", []))
+                    found.append(AbandonedIngest(f"{bucket}/{upload['Key']}", size, initiated, upload["UploadId"]))
+            if not page.get("IsTruncated"):
+                return found
+            marker = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
+
+    def remove_ingest(self, ingest: AbandonedIngest) -> bool:
+        bucket, name, _ = self.fs.split_path(ingest.path)
+        with suppress(FileNotFoundError):
+            self.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=name, UploadId=ingest.upload_id)
+        return True
 
     def committed_size(self, key: str) -> int | None:
         bucket, name, _ = self.fs.split_path(key)
