@@ -22,9 +22,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from ocimirror.config import MirrorConfig, load_config, parse_config
 from ocimirror.errors import ConfigError
 from ocimirror.plan import plan_config
+from ocimirror.prune import apply_prunes, plan_prunes
 from ocimirror.report import SyncResult
 from ocimirror.store.layout import redact_url
 from tasks.clients import Target
+from tasks.maintenance import store_slot
 
 from .mirroring import MAX_CONCURRENCY, final_state, mirror_planned, summary_artifact
 
@@ -70,14 +72,23 @@ def mirror_sync(config: MirrorConfig | dict[str, Any] | str, dry_run: bool = Fal
     logger = get_run_logger()
     config = load(config)
     target = Target(store=config.store, registries=config.registries, concurrency=config.concurrency)
-    planned = plan_config(config, target.registry(), target.open_store())
+    store = target.open_store()
+    planned = plan_config(config, target.registry(), store)
+    prunes = plan_prunes(config, planned, store)
     if dry_run:
-        result = SyncResult(dry_run=True, images=[image.outcome() for image in planned])
+        names = [name for plan in prunes for name in plan.names]
+        result = SyncResult(dry_run=True, images=[image.outcome() for image in planned], pruned=names)
         for image in planned:
             logger.info("plan: %s %s %s", image.status, image.name, image.error or "")
+        for name in names:
+            logger.info("plan: prune %s", name)
         create_markdown_artifact(key="mirror-sync-plan", markdown=_plan_markdown(result), description="Dry-run plan")
         return Completed(message=f"dry run: {result.summary()}", data=result)
-    result = mirror_planned(planned, target, logger)
+    with store_slot(config.store):  # never at the same time as maintenance (gc, repair) of this store
+        result = mirror_planned(planned, target, logger)
+        result = result.model_copy(update={"pruned": apply_prunes(store, prunes, result.images)})
+    for name in result.pruned:
+        logger.info("pruned %s", name)
     summary_artifact(result, key="mirror-sync")
     return final_state(result)
 
@@ -87,4 +98,5 @@ def _plan_markdown(result: SyncResult) -> str:
     lines += [
         f"| {o.reference} | {o.status} | {o.error or ''} | {(o.source_digest or '')[:19]} |" for o in result.images
     ]
+    lines += [f"| {name} | prune | | |" for name in result.pruned]
     return "\n".join(lines)

@@ -27,9 +27,9 @@ from functools import partial
 from typing import Protocol
 
 from . import mediatypes, progress, transfers
-from .content import Fetcher, copy_content
+from .content import Fetcher, Ingester, copy_content
 from .descriptor import Descriptor
-from .errors import OcimirrorError, PermanentError, TransientError, is_transient
+from .errors import DamagedContent, OcimirrorError, PermanentError, TransientError, is_transient
 from .handlers import children_handler
 from .plan import PlannedImage
 from .pull import tag_image
@@ -37,6 +37,7 @@ from .remotes.reference import Reference
 from .report import ErrorDetail, FetchResult, ImageOutcome, TreeRow, describe, describe_error
 from .retry import call_with_retries
 from .store import LayoutStore
+from .store.lease import Lease, LeaseLost, ensure_held
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +81,21 @@ class PermanentBatchFailed(BatchFailed, PermanentError):
     """A batch with at least one failure that will not change by trying again."""
 
 
-def fetch_descriptors(fetcher: Fetcher, store: LayoutStore, descriptors: Sequence[Descriptor]) -> list[Fetched]:
+def fetch_descriptors(
+    fetcher: Fetcher, store: LayoutStore, descriptors: Sequence[Descriptor], replace: bool = False
+) -> list[Fetched]:
     """Copy ``descriptors`` into ``store`` one after another and read the children of the documents among
     them. Every descriptor is tried; failures are raised together as a :class:`BatchFailed`, transient or
-    permanent, carrying the successes (which a retry then finds present, at the cost of a stat)."""
+    permanent, carrying the successes (which a retry then finds present, at the cost of a stat). With
+    ``replace`` the content is fetched again over a damaged stored copy (atomically, verified)."""
     children = children_handler(store)
     source = transfers.watched(fetcher)
+    ingester: Ingester = store.replacing() if replace else store
     fetched: list[Fetched] = []
     failures: list[tuple[Descriptor, BaseException]] = []
     for descriptor in descriptors:
         try:
-            transferred = copy_content(source, store, descriptor)
+            transferred = copy_content(source, ingester, descriptor)
             fetched.append(Fetched(descriptor, tuple(children(descriptor)), transferred))
         except transfers.TransferCancelled:
             raise
@@ -109,6 +114,7 @@ class FetchUnit:
 
     source: Reference
     descriptors: tuple[Descriptor, ...]
+    replace: bool = False  # the stored copy is damaged: fetch it again over it
 
     def describe(self) -> str:
         """``manifest linux/amd64 sha256:1a2b3c4d 1.2 kB`` for one, ``12 blobs 1.4 MB`` for a batch."""
@@ -169,7 +175,9 @@ class LocalRunner:
 
     def fetch(self, unit: FetchUnit, done: Done) -> None:
         fetcher = self._fetcher_for(unit.source)
-        self._run(lambda: fetch_descriptors(fetcher, self._store, unit.descriptors), done, unit.describe())
+        self._run(
+            lambda: fetch_descriptors(fetcher, self._store, unit.descriptors, unit.replace), done, unit.describe()
+        )
 
     def tag(self, image: PlannedImage, done: Done) -> None:
         assert image.root is not None
@@ -191,6 +199,7 @@ class _Node:
     fetched: bool = False
     transferred: int = 0
     streamed: int = 0
+    damaged: bool = False  # present, but the stored copy does not hash to its name
 
 
 @dataclass(eq=False)
@@ -250,6 +259,7 @@ class Mirror:
         self._unprobed: list[_Node] = []
         self._stop = threading.Event()
         self._last_progress = 0.0
+        self._lease: Lease | None = None
 
     # -- the transfers registry's Watcher ------------------------------------------------------------
     @property
@@ -269,6 +279,13 @@ class Mirror:
         """Fetch and tag every ``planned`` image; the others are reported as they are."""
         started = time.monotonic()
         self._images = [_Image(planned=image, started=started) for image in images if image.status == "planned"]
+        if not self._images:
+            return [image.outcome() for image in images]
+        with self._store.lease() as lease:  # gc keeps what this run commits until it is tagged
+            self._lease = lease
+            return self._run(images)
+
+    def _run(self, images: Sequence[PlannedImage]) -> list[ImageOutcome]:
         probe_pool = ThreadPoolExecutor(max_workers=self._limit, thread_name_prefix="probe")
         self._probe_pool = probe_pool
         try:
@@ -357,6 +374,9 @@ class Mirror:
             try:
                 present = self._store.exists(node.descriptor)
                 outcomes[position] = (present, tuple(self._children(node.descriptor)) if present else ())
+            except DamagedContent:
+                node.damaged = True  # fetched again over the bad copy, as `verify --repair` would
+                outcomes[position] = (False, ())
             except BaseException as error:  # noqa: BLE001 - reported against the descriptor
                 outcomes[position] = error
             with lock:
@@ -386,7 +406,11 @@ class Mirror:
             nodes = self._next_unit()
             if not nodes:
                 continue
-            unit = FetchUnit(nodes[0].waiters[0].planned.source, tuple(node.descriptor for node in nodes))
+            unit = FetchUnit(
+                nodes[0].waiters[0].planned.source,
+                tuple(node.descriptor for node in nodes),
+                replace=any(node.damaged for node in nodes),
+            )
             for node in nodes:
                 node.state = "running"
             self._in_flight += 1
@@ -399,13 +423,13 @@ class Mirror:
             self._node_failed(head, None)
             return []
         batching = self._runner.batching
-        if batching is None or not _batchable(head.descriptor, batching):
+        if batching is None or head.damaged or not _batchable(head.descriptor, batching):
             return [head]
         source = head.waiters[0].planned.source
         candidates = [
             node
             for node in self._queue
-            if _batchable(node.descriptor, batching) and node.waiters[0].planned.source == source
+            if _batchable(node.descriptor, batching) and not node.damaged and node.waiters[0].planned.source == source
         ]
         # Spread many small blobs over every slot, but never below min_count a batch: fewer task runs win.
         share = max(batching.min_count, -(-(len(candidates) + 1) // self._limit))
@@ -489,6 +513,14 @@ class Mirror:
         if image.outstanding > 0 or not image.active or image.tagging:
             return
         if image.failed or self._stop.is_set():
+            self._finish(image)
+            return
+        assert self._lease is not None, "run() holds a lease while images are active"
+        try:
+            ensure_held(self._lease, self._store)  # a lapsed lease protected nothing: do not tag on it
+        except LeaseLost as error:
+            image.failures.append(f"tag {image.planned.name}: {describe_error(error)}")
+            image.failure = ErrorDetail.of(error)
             self._finish(image)
             return
         image.tagging = True

@@ -81,6 +81,7 @@ class ImageRequest(BaseModel):
 
     reference: Reference
     selection: PlatformSelection = PlatformSelection()
+    spec: int | None = None  # which entry of a mirror config asked for it (for pruning)
 
     @property
     def name(self) -> str:
@@ -144,14 +145,15 @@ def config_requests(
     A spec whose tag list cannot be read becomes one failed entry named by its source.
     """
 
-    def expand(spec: ImageSpec) -> list[ImageRequest] | PlannedImage:
+    def expand(entry: tuple[int, ImageSpec]) -> list[ImageRequest] | PlannedImage:
+        position, spec = entry
         repository = parse_reference(spec.source)
         selection = spec_selection(config, spec)
         try:
             available = registry.tags(repository) if spec.lists_tags else []
         except OcimirrorError as error:
             return PlannedImage(
-                request=ImageRequest(reference=repository, selection=selection),
+                request=ImageRequest(reference=repository, selection=selection, spec=position),
                 status="failed",
                 error=describe_error(error),
                 failure=ErrorDetail.of(error),
@@ -159,11 +161,11 @@ def config_requests(
         references = [repository.with_tag(tag) for tag in select_tags(spec, available)]
         untagged = Reference(registry=repository.registry, repository=repository.repository)
         references += [untagged.with_digest(digest) for digest in spec.digests]
-        return [ImageRequest(reference=reference, selection=selection) for reference in references]
+        return [ImageRequest(reference=reference, selection=selection, spec=position) for reference in references]
 
     requests: list[ImageRequest] = []
     failed: list[PlannedImage] = []
-    for expanded in parallel(expand, config.images, workers or config.concurrency):
+    for expanded in parallel(expand, list(enumerate(config.images)), workers or config.concurrency):
         if isinstance(expanded, PlannedImage):
             failed.append(expanded)
         else:

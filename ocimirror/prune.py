@@ -13,12 +13,20 @@ entries without a name are never touched.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
 
 from .errors import InvalidReference
 from .pull import recorded_name
 from .remotes.reference import parse_reference
 from .store.layout import LayoutStore, ref_name
+
+if TYPE_CHECKING:
+    from .config import MirrorConfig
+    from .plan import PlannedImage
+    from .report import ImageOutcome
 
 
 def repository_of(source: str) -> str:
@@ -61,3 +69,34 @@ def prune(store: LayoutStore, names: Iterable[str]) -> list[str]:
     """Untag ``names`` in one ``index.json`` update; return those removed. A name already gone (another sync
     or ``rm`` removed it meanwhile) is skipped, not an error: it is what was wanted."""
     return store.untag(*names, missing_ok=True)
+
+
+class PrunePlan(BaseModel):
+    """What a sync untags for one config entry with ``prune``, once every image it selected is mirrored:
+    an entry whose tag listing or any image failed prunes nothing (a failed plan selects too little)."""
+
+    source: str
+    names: list[str]
+    requires: list[str]
+
+
+def plan_prunes(config: MirrorConfig, planned: Sequence[PlannedImage], store: LayoutStore) -> list[PrunePlan]:
+    """The prune plan of every config entry with ``prune`` whose planning succeeded."""
+    plans = []
+    for position, spec in enumerate(config.images):
+        if not spec.prunes(config):
+            continue
+        selected = [image for image in planned if image.request.spec == position]
+        if any(image.status == "failed" for image in selected):
+            continue
+        names = prune_candidates(store, spec.source, [image.name for image in selected])
+        if names:
+            plans.append(PrunePlan(source=spec.source, names=names, requires=[image.name for image in selected]))
+    return plans
+
+
+def apply_prunes(store: LayoutStore, plans: Sequence[PrunePlan], outcomes: Sequence[ImageOutcome]) -> list[str]:
+    """Untag what ``plans`` name where every image the plan requires is now mirrored; the names removed."""
+    mirrored = {outcome.reference for outcome in outcomes if outcome.status in ("fetched", "up-to-date")}
+    names = [name for plan in plans if set(plan.requires) <= mirrored for name in plan.names]
+    return prune(store, names) if names else []

@@ -114,6 +114,9 @@ class SyncResult(BaseModel):
 
     dry_run: bool = False
     images: list[ImageOutcome] = Field(default_factory=list)
+    pruned: list[str] = Field(
+        default_factory=list, description="Names untagged by retention (with dry_run: that would be)."
+    )
 
     @property
     def failed(self) -> list[ImageOutcome]:
@@ -123,6 +126,8 @@ class SyncResult(BaseModel):
         """``12 image(s): 6 fetched, 5 up to date, 1 failed`` (a dry run counts what it would fetch)."""
         counts = {status: sum(1 for image in self.images if image.status == status) for status in _STATUS_WORDS}
         words = [f"{count} {_STATUS_WORDS[status]}" for status, count in counts.items() if count]
+        if self.pruned:
+            words.append(f"{len(self.pruned)} {'to prune' if self.dry_run else 'pruned'}")
         return f"{len(self.images)} image(s): " + (", ".join(words) or "nothing to do")
 
 

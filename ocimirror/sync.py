@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from .config import MirrorConfig, RegistrySettings, SecretReader, StoreSettings, read_env_secret, registry_configs
 from .mirror import LocalRunner, Mirror
 from .plan import ImageRequest, PlannedImage, plan, plan_config
+from .prune import apply_prunes, plan_prunes
 from .remotes import Registry, RegistryConfig
 from .report import ImageOutcome, SyncResult
 from .store import LayoutStore, open_store
@@ -55,9 +56,12 @@ def sync(
     store = open_target(config.store)
     with open_registry(config.registries, config.concurrency) as registry:
         planned = plan_config(config, registry, store)
+        prunes = plan_prunes(config, planned, store)
         if dry_run:
-            return SyncResult(dry_run=True, images=[image.outcome() for image in planned])
-        return run_plan(planned, registry, store, config.concurrency, on_image)
+            names = [name for plan in prunes for name in plan.names]
+            return SyncResult(dry_run=True, images=[image.outcome() for image in planned], pruned=names)
+        result = run_plan(planned, registry, store, config.concurrency, on_image)
+    return result.model_copy(update={"pruned": apply_prunes(store, prunes, result.images)})
 
 
 def pull(

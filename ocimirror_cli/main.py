@@ -330,6 +330,8 @@ def _report(result: SyncResult, as_json: bool) -> None:
                 print(printable(f"fetched     {image.reference} {r.digest} {fetched}"))
             else:
                 print(printable(f"{image.status.replace('-', ' '):<11} {image.reference} {image.source_digest or ''}"))
+        for name in result.pruned:
+            print(printable(f"{'to prune' if result.dry_run else 'pruned':<11} {name}"))
         console.print(result.summary(), highlight=False)
     raise typer.Exit(EXIT_FAILED if result.failed else 0)
 

@@ -27,7 +27,7 @@ def fetch_unit(unit: FetchUnit, target: Target) -> list[Fetched]:
     """Copy ``unit``'s descriptors from its source registry into the store (verified, resumed if
     interrupted) and return what each brought, children of documents included."""
     fetcher = target.registry().fetcher(unit.source)
-    return fetch_descriptors(fetcher, target.open_store(), unit.descriptors)
+    return fetch_descriptors(fetcher, target.open_store(), unit.descriptors, unit.replace)
 
 
 @mirror_task(name="tag-image", run_name="tag {image.name}")

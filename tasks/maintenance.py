@@ -18,7 +18,7 @@ from ocimirror.repair import REPAIR_CONNECTIONS, RepairReport, repair_store
 from ocimirror.store.layout import redact_url
 from ocimirror.verify import VerifyReport, verify_store
 
-from .clients import registry_client, target_store
+from .clients import Target
 
 
 def store_limit_name(store: StoreSettings) -> str:
@@ -44,7 +44,7 @@ def store_slot(store: StoreSettings, timeout_seconds: float | None = None) -> It
 @task(name="verify-store", cache_policy=NO_CACHE, persist_result=False)
 def verify_store_task(store: StoreSettings) -> VerifyReport:
     """Re-hash every blob and walk every image of the store."""
-    return verify_store(target_store(store))
+    return verify_store(Target(store=store).open_store())
 
 
 @task(name="repair-store", cache_policy=NO_CACHE, persist_result=False)
@@ -52,10 +52,11 @@ def repair_store_task(
     store: StoreSettings, registries: dict[str, RegistrySettings], report: VerifyReport
 ) -> RepairReport:
     """Fetch what ``report`` found damaged or missing again from the images' registries."""
-    return repair_store(target_store(store), registry_client(registries, REPAIR_CONNECTIONS), report)
+    target = Target(store=store, registries=registries, concurrency=REPAIR_CONNECTIONS)
+    return repair_store(target.open_store(), target.registry(), report)
 
 
 @task(name="collect-garbage", cache_policy=NO_CACHE, persist_result=False)
 def collect_garbage_task(store: StoreSettings, grace: str, dry_run: bool) -> GcReport:
     """Delete (or with ``dry_run`` list) the blobs no image reaches, committed more than ``grace`` ago."""
-    return collect_garbage(target_store(store), parse_duration(grace), dry_run=dry_run)
+    return collect_garbage(Target(store=store).open_store(), parse_duration(grace), dry_run=dry_run)

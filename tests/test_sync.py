@@ -220,3 +220,22 @@ def test_an_interrupted_pull_stops_within_seconds_and_resumes(flags, seeded_regi
                  open_store(str(store)))  # fmt: skip
     (row,) = [row for row in again.images[0].result.tree if row.digest == layer.digest]
     assert row.status == "fetched" and 0 < row.transferred < layer.size  # resumed from where it stopped
+
+
+def test_prune_untags_what_the_config_no_longer_selects(run_sync, registry, tmp_path) -> None:
+    from ocimirror_demo.images import build_manifest, push_image, random_layer
+
+    repository = f"prune/{tmp_path.name[-12:].lower().strip('_')}"  # a repository of this test's own
+    for tag in ("1.0", "1.1", "1.2"):
+        push_image(registry.url, repository, tag, build_manifest([random_layer(512, f"{repository}-{tag}")]))
+    source, store = f"{registry.host}/{repository}", tmp_path / "store"
+    everything = {"store": {"url": str(store)}, "images": [{"source": source, "semver": ">=1"}]}
+    assert [image.status for image in run_sync(everything).images] == ["fetched"] * 3
+
+    newest = {**everything, "images": [{"source": source, "latest": 1, "prune": True}]}
+    result = run_sync(newest)
+
+    assert [image.status for image in result.images] == ["up-to-date"]
+    assert sorted(result.pruned) == [f"{source}:1.0", f"{source}:1.1"]
+    assert _tags_in_order(store) == [f"{source}:1.2"]
+    assert run_sync(newest).pruned == []  # nothing left to prune
