@@ -82,7 +82,9 @@ def gzip_bytes(data: bytes) -> bytes:
 
 def random_layer(size: int, seed: int | str) -> bytes:
     """A gzipped layer holding one file of ``size`` pseudo-random bytes (incompressible, deterministic)."""
-    payload = random.Random(str(seed)).randbytes(size)
+    generator = random.Random(str(seed))
+    piece = 64 * 1024 * 1024  # randbytes of more than 256 MiB overflows; pieces keep smaller layers as they were
+    payload = b"".join(generator.randbytes(min(piece, size - start)) for start in range(0, size, piece))
     return gzip_bytes(layer_tar({f"data/{seed}.bin": payload}))
 
 
