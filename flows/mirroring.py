@@ -98,10 +98,12 @@ def mirror_planned(planned: Sequence[PlannedImage], target: Target, logger: RunL
             logger.error("%s failed: %s", outcome.reference, outcome.error)
 
     unsubscribe = progress.subscribe(_ProgressArtifact(to_fetch))
+    runner = PrefectRunner(target)
     try:
-        engine = Mirror(target.open_store(), PrefectRunner(target), min(target.concurrency, MAX_CONCURRENCY), finished)
+        engine = Mirror(target.open_store(), runner, min(target.concurrency, MAX_CONCURRENCY), finished)
         result = SyncResult(images=engine.run(planned))
     finally:
+        runner.close()
         unsubscribe()
     for outcome in result.images:
         if outcome.result is not None:

@@ -138,6 +138,10 @@ class Runner(Protocol):
 
     def tag(self, image: PlannedImage, done: Done) -> None: ...
 
+    def close(self) -> None:
+        """Wait for the work handed to this runner's own threads, then release them."""
+        ...
+
 
 @dataclass(frozen=True)
 class Batching:

@@ -1,4 +1,4 @@
-"""The tasks the flows run for the engine (``ocimirror.mirror``): fetch a unit of descriptors, tag an image.
+"""The task the flows run for the engine (``ocimirror.mirror``): fetch a unit of descriptors.
 
 A unit is one manifest, index or large layer (named like ``layer sha256:1a2b3c4d 30.0 MB``) or a batch of
 small blobs (``12 blobs 1.4 MB``); a failure inside a batch names the descriptor that failed.
@@ -8,10 +8,7 @@ from __future__ import annotations
 
 from prefect.runtime import task_run
 
-from ocimirror.descriptor import Descriptor
 from ocimirror.mirror import Fetched, FetchUnit, fetch_descriptors
-from ocimirror.plan import PlannedImage
-from ocimirror.pull import tag_image
 
 from .clients import Target
 from .policy import mirror_task
@@ -28,11 +25,3 @@ def fetch_unit(unit: FetchUnit, target: Target) -> list[Fetched]:
     interrupted) and return what each brought, children of documents included."""
     fetcher = target.registry().fetcher(unit.source)
     return fetch_descriptors(fetcher, target.open_store(), unit.descriptors, unit.replace)
-
-
-@mirror_task(name="tag-image", run_name="tag {image.name}")
-def tag_planned(image: PlannedImage, target: Target) -> Descriptor:
-    """Point the image's name at its root (or its platform-filtered index) in the store's index.json: the
-    last step, after every blob under it is committed."""
-    assert image.root is not None, "only a planned image is tagged"
-    return tag_image(target.open_store(), image.name, image.root, image.request.selection)
