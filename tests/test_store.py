@@ -838,3 +838,22 @@ def test_list_images(store: LayoutStore) -> None:
     assert multi_summary.size == sum({d.digest: d.size for d in tree(store, image)}.values())
     assert single_summary.platforms == ["linux/arm/v7"]
     assert single_summary.size == sum({d.digest: d.size for d in tree(store, single)}.values())
+
+
+def test_a_layout_file_created_between_two_looks_is_read_not_refused(tmp_path, monkeypatch) -> None:
+    """Another writer creates ``oci-layout`` just after this one looked and found nothing: the second look
+    finds a regular file and reads it. The interleaving is forced here (a stand-in ``file_size`` that saw
+    nothing), since no test can hit that microsecond window reliably; it is what failed a 12-image sync."""
+    import base64
+
+    from ocimirror.store import layout
+
+    content = json.dumps({"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": []}).encode()
+    index = Descriptor.from_bytes(mediatypes.OCI_INDEX, content)
+    writer = open_store(str(tmp_path / "store"))  # the other writer: creates the layout and tags
+    copy_content(writer, writer, index.model_copy(update={"data": base64.b64encode(content).decode()}))
+    writer.tag("docker.io/library/x:1", index)
+
+    monkeypatch.setattr(layout, "file_size", lambda fs, path: None)  # "not there yet", said a moment ago
+    reader = open_store(str(tmp_path / "store"))
+    assert [entry.digest for entry in reader.images()] == [index.digest]  # not "not a regular file"
