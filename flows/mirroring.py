@@ -10,9 +10,11 @@ and one summary table for the run.
 
 from __future__ import annotations
 
+import contextvars
 import re
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from logging import Logger, LoggerAdapter
 from typing import Any
 
@@ -94,20 +96,23 @@ def mirror_planned(planned: Sequence[PlannedImage], target: Target, logger: RunL
                 r.blobs_present,
                 r.duration_seconds,
             )
+            # Each image's table while the others still fetch: the API calls overlap with the transfers.
+            artifacts.append(reporter.submit(contextvars.copy_context().run, _tree_artifact, outcome))
         else:
             logger.error("%s failed: %s", outcome.reference, outcome.error)
 
     unsubscribe = progress.subscribe(_ProgressArtifact(to_fetch))
     runner = PrefectRunner(target)
-    try:
-        engine = Mirror(target.open_store(), runner, min(target.concurrency, MAX_CONCURRENCY), finished)
-        result = SyncResult(images=engine.run(planned))
-    finally:
-        runner.close()
-        unsubscribe()
-    for outcome in result.images:
-        if outcome.result is not None:
-            _tree_artifact(outcome)
+    artifacts: list[Future[None]] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="artifacts") as reporter:
+        try:
+            engine = Mirror(target.open_store(), runner, min(target.concurrency, MAX_CONCURRENCY), finished)
+            result = SyncResult(images=engine.run(planned))
+        finally:
+            runner.close()
+            unsubscribe()
+    for artifact in artifacts:
+        artifact.result()  # a failed artifact call is an error of the run, not lost in a thread
     return result
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -170,6 +171,19 @@ def test_one_flow_run_per_sync_with_batched_task_runs(prefect_server, seeded_reg
     assert len(fetches) < len(blobs) / 2  # small blobs share task runs
     assert any(run.name.endswith(("B", "kB")) and " blobs " in run.name for run in fetches)
     assert len(_tags_in_order(tmp_path / "store")) == len(images)
+
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from flows.mirroring import artifact_key
+
+    in_this_run = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+    with get_client(sync_client=True) as client:
+        tables = {artifact.key: artifact for artifact in client.read_artifacts(artifact_filter=in_this_run)}
+    for name in images:  # a table per image, short digests only, and the run's summary with errors first
+        table = tables[artifact_key("fetch", seeded_registry.reference(name))]
+        assert table.type == "table" and "sha256:" in str(table.data) and not re.search("[0-9a-f]{20}", str(table.data))
+    summary = json.loads(tables["mirror-sync"].data)
+    assert list(summary[0])[:3] == ["reference", "status", "error"]
 
 
 def test_the_command_line_without_a_prefect_api_never_touches_prefect(seeded_registry, tmp_path) -> None:
