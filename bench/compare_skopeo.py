@@ -15,8 +15,8 @@ and the Prefect server are gone when the script exits.
 The phases run in an order that keeps their costs apart: skopeo and the core pull first (no Prefect
 imported), then the flows in this process (the first flow pays for the server start and a new database,
 reported on its own row), then the CLI in subprocesses: first against that running server
-(``PREFECT_API_URL``), then, once it is stopped, each starting its own ephemeral server on the database
-already created, as a user's second command would. Numbers are single runs: compare ratios, not percent.
+(``PREFECT_API_URL``), then, once it is stopped, with no Prefect API: the in-process engine a user gets by
+default. Numbers are single runs: compare ratios, not percent.
 """
 
 from __future__ import annotations
@@ -371,13 +371,13 @@ def ephemeral_server() -> Any:
 
 
 def bench_cli(image: PushedImage, scratch: Path, api_url: str | None = None) -> Row:
-    """``python -m ocimirror_cli pull REF --to DIR`` in a subprocess: interpreter, imports, flow, and (without
-    ``api_url``) the start of its own ephemeral Prefect server; with ``api_url``, against a running one."""
+    """``python -m ocimirror_cli pull REF --to DIR`` in a subprocess: with ``api_url``, the flow on that running
+    server (interpreter, Prefect's import, the flow run); without, the in-process engine (no Prefect)."""
     env = dict(os.environ) | ({"PREFECT_API_URL": api_url} if api_url else {})
     with fresh_dir(scratch, "cli") as dest:
         argv = [sys.executable, "-m", "ocimirror_cli", "pull", image.reference, "--to", str(dest), "--json"]
         seconds, rss = run_process(argv, env=env, cwd=REPO_ROOT)
-    label = "CLI pull, cold, running server" if api_url else "CLI pull, cold, ephemeral server"
+    label = "CLI pull, cold, running server" if api_url else "CLI pull, cold, no Prefect API (in-process)"
     return Row(image.workload.name, label, seconds, rss, image.size)
 
 
