@@ -94,9 +94,10 @@ def mirror_sync(config: MirrorConfig | dict[str, Any] | str, dry_run: bool = Fal
 
 
 def _plan_markdown(result: SyncResult) -> str:
-    lines = ["| reference | status | error | digest |", "|---|---|---|---|"]
+    lines = ["| reference | status | referrers | error | digest |", "|---|---|---|---|---|"]
     lines += [
-        f"| {o.reference} | {o.status} | {o.error or ''} | {(o.source_digest or '')[:19]} |" for o in result.images
+        f"| {o.reference} | {o.status} | {len(o.referrers)} | {o.error or ''} | {(o.source_digest or '')[:19]} |"
+        for o in result.images
     ]
-    lines += [f"| {name} | prune | | |" for name in result.pruned]
+    lines += [f"| {name} | prune | | | |" for name in result.pruned]
     return "\n".join(lines)

@@ -9,9 +9,8 @@ from __future__ import annotations
 from prefect.runtime import task_run
 
 from ocimirror.descriptor import Descriptor
-from ocimirror.mirror import Fetched, FetchUnit, fetch_descriptors
+from ocimirror.mirror import Fetched, FetchUnit, fetch_descriptors, tag_mirrored
 from ocimirror.plan import PlannedImage
-from ocimirror.pull import tag_image
 
 from .clients import Target
 from .policy import mirror_task
@@ -32,7 +31,6 @@ def fetch_unit(unit: FetchUnit, target: Target) -> list[Fetched]:
 
 @mirror_task(name="tag-image", run_name="tag {image.name}")
 def tag_planned(image: PlannedImage, target: Target) -> Descriptor:
-    """Point the image's name at its root (or its platform-filtered index) in the store's index.json: the
-    last step, after every blob under it is committed."""
-    assert image.root is not None, "only a planned image is tagged"
-    return tag_image(target.open_store(), image.name, image.root, image.request.selection)
+    """Point the image's name at its root (or its platform-filtered index) in the store's index.json and
+    record its referrers: the last step, after every blob under them is committed."""
+    return tag_mirrored(target.open_store(), image)
