@@ -11,6 +11,10 @@ but its own event queue: workers report back by posting events, so no unit of wo
 (:class:`LocalRunner`), or Prefect task runs (``tasks.runner``), which also group small blobs into
 batches, since a task run has a fixed cost that a 16 KiB blob should not pay alone. Existence checks run
 here, on a small pool, so content already present costs neither a task run nor a fetch.
+
+An image's referrers (found by the plan: ``ocimirror.referrers``) are more roots of the same image: their
+trees are walked whole, whatever the platform selection, shared with everything else by digest, and the
+image is tagged (its referrers recorded, :func:`tag_mirrored`) only once all of them are committed.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from .jsonlimits import decode_json
 from .manifest import Index, Manifest
 from .referrers import SUBJECT_ANNOTATION, TAG_ANNOTATION, entry_key, is_referrer_entry, referrer_name
 from .remotes.reference import parse_reference
-from .selection import PlatformSelection
+from .selection import SOURCE_DIGEST_ANNOTATION, PlatformSelection
 from .store.layout import CONTAINERD_NAME, LayoutStore, ref_name
 
 _OCTET_STREAM = "application/octet-stream"
@@ -234,7 +234,7 @@ def list_images(store: LayoutStore) -> list[ImageSummary]:
                 media_type=entry.media_type,
                 platforms=_platforms(store, entry),
                 size=sum(descriptor.size for descriptor in tree),
-                referrers=_count_referrers(referrers, _repository(entry), [d.digest for d in tree]),
+                referrers=_count_referrers(referrers, _repository(entry), _subjects(entry, tree)),
             )
         )
     return summaries
@@ -245,6 +245,13 @@ def _repository(entry: Descriptor) -> str:
         return parse_reference(ref_name(entry) or "").name
     except InvalidReference:
         return ""
+
+
+def _subjects(entry: Descriptor, tree: list[Descriptor]) -> list[str]:
+    """The digests an image's referrers may refer to: its tree's, and the source index a platform-filtered
+    image was made from."""
+    source = (entry.annotations or {}).get(SOURCE_DIGEST_ANNOTATION)
+    return [descriptor.digest for descriptor in tree] + ([source] if source else [])
 
 
 def _count_referrers(referrers: dict[tuple[str, str], list[str]], repository: str, subjects: list[str]) -> int:

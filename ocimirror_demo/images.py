@@ -151,14 +151,7 @@ def build_attestation(subject: Image) -> Image:
         }
     )
     config_descriptor = Descriptor.from_bytes(mediatypes.OCI_CONFIG, config)
-    manifest = _encode(
-        {
-            "schemaVersion": 2,
-            "mediaType": mediatypes.OCI_MANIFEST,
-            "config": config_descriptor.to_json(),
-            "layers": [layer.to_json()],
-        }
-    )
+    manifest = _single_layer_manifest(config_descriptor, layer)
     descriptor = Descriptor.from_bytes(
         mediatypes.OCI_MANIFEST,
         manifest,
@@ -255,37 +248,10 @@ def build_cosign_signature(subject: Descriptor, seed: str) -> Image:
     )
     config_bytes = _encode({"architecture": "", "os": "", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}})
     config = Descriptor.from_bytes(mediatypes.OCI_CONFIG, config_bytes)
-    manifest = _encode(
-        {
-            "schemaVersion": 2,
-            "mediaType": mediatypes.OCI_MANIFEST,
-            "config": config.to_json(),
-            "layers": [layer.to_json()],
-        }
-    )
+    manifest = _single_layer_manifest(config, layer)
     descriptor = Descriptor.from_bytes(mediatypes.OCI_MANIFEST, manifest)
     blobs = {config.digest: config_bytes, layer.digest: payload, descriptor.digest: manifest}
     return Image(descriptor, blobs, descriptors=(config, layer, descriptor))
-
-
-def build_referrers_index(referrers: Iterable[Image]) -> Image:
-    """The tag schema's index of ``referrers`` (pushed under the tag ``sha256-<hex>`` of their subject, for
-    registries without the referrers API): their descriptors with ``artifactType`` and annotations."""
-    children = list(referrers)
-    index = _encode(
-        {
-            "schemaVersion": 2,
-            "mediaType": mediatypes.OCI_INDEX,
-            "manifests": [child.descriptor.to_json() for child in children],
-        }
-    )
-    descriptor = Descriptor.from_bytes(mediatypes.OCI_INDEX, index)
-    blobs: dict[str, bytes] = {descriptor.digest: index}
-    descriptors: list[Descriptor] = []
-    for child in children:
-        blobs |= child.blobs
-        descriptors += child.descriptors
-    return Image(descriptor, blobs, children=tuple(children), descriptors=(*descriptors, descriptor))
 
 
 def push_image(
@@ -338,6 +304,17 @@ def _put_manifest(
 def _expect(response: requests.Response, status: int, what: str) -> None:
     if response.status_code != status:
         raise RuntimeError(f"{what}: HTTP {response.status_code}: {response.text[:500]}")
+
+
+def _single_layer_manifest(config: Descriptor, layer: Descriptor) -> bytes:
+    return _encode(
+        {
+            "schemaVersion": 2,
+            "mediaType": mediatypes.OCI_MANIFEST,
+            "config": config.to_json(),
+            "layers": [layer.to_json()],
+        }
+    )
 
 
 def _encode(document: Mapping[str, object]) -> bytes:

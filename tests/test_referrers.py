@@ -140,6 +140,26 @@ def test_cli_referrers_option_alone_or_with_types(signed_registry, tmp_path: Pat
     assert bad.returncode == 2 and "is not a media type" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_pull_flow_with_a_platform_brings_referrers_of_the_source_index(
+    prefect_server, signed_registry, tmp_path: Path
+) -> None:
+    from flows.fetch import pull_images
+
+    path = tmp_path / "store"
+    result = pull_images(
+        references=[signed_registry.reference(SIGNED)], store=str(path), platforms=["linux/amd64"], referrers=True
+    )
+
+    [image] = result.images
+    assert image.status == "fetched" and image.result.digest != signed_registry.image.digest  # a filtered index
+    assert {r.descriptor.digest for r in image.referrers} == signed_registry.referrer_digests
+    store = open_store(str(path))
+    assert _referrer_entries(store) == _expected(signed_registry)
+    assert verify_store(store).ok
+    [summary] = list_images(store)
+    assert summary.referrers == 4  # they refer to the source index, recorded on the filtered image's entry
+
+
 def _mirrored(signed: SignedImages, path: Path) -> LayoutStore:
     store = open_store(str(path))
     request = ImageRequest(reference=parse_reference(signed.reference(SIGNED)), referrers=ReferrerSelection())

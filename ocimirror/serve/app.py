@@ -211,11 +211,7 @@ class RegistryApp:
         return Response(content, headers=headers)
 
     async def blob(self, request: Request) -> Response:
-        name, digest = request.path_params["name"], request.path_params["digest"]
-        try:
-            validate_digest(digest)
-        except InvalidDigest:
-            raise errors.digest_invalid(digest) from None
+        name, digest = request.path_params["name"], _digest_of(request)
         repository = await self._repository(request)
         if repository is None or digest not in repository.blobs:
             raise errors.blob_unknown(name, digest)
@@ -249,11 +245,7 @@ class RegistryApp:
     async def referrers(self, request: Request) -> Response:
         """The OCI index of the stored referrers of a manifest: empty when it has none (or is not stored:
         the spec allows either answer, and an empty list is what a client can always use)."""
-        name, digest = request.path_params["name"], request.path_params["digest"]
-        try:
-            validate_digest(digest)
-        except InvalidDigest:
-            raise errors.digest_invalid(digest) from None
+        name, digest = request.path_params["name"], _digest_of(request)
         repository = await self._repository(request)
         if repository is None:
             raise errors.name_unknown(name)
@@ -317,6 +309,16 @@ class _BlobResponse(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self._reader.close()
+
+
+def _digest_of(request: Request) -> str:
+    """The request's ``digest`` path parameter, validated (``DIGEST_INVALID`` otherwise)."""
+    digest: str = request.path_params["digest"]
+    try:
+        validate_digest(digest)
+    except InvalidDigest:
+        raise errors.digest_invalid(digest) from None
+    return digest
 
 
 def _dump(document: object) -> bytes:
