@@ -11,10 +11,13 @@
   name is the only link, and they carry cosign's OCI 1.1 artifact types (``COSIGN_ARTIFACT_TYPES``).
 
 A listing is only a claim: every referrer named by the API or the tag schema is read (verified, at most
-4 MiB) and kept only if its own ``subject`` is the subject it was listed for; anything else is logged and
-ignored, never stored. Referrers can have referrers (a signature of an SBOM): they are followed to
-``MAX_REFERRER_DEPTH`` levels, each digest a subject once, so a cycle (possible through mutable cosign tags)
-ends.
+4 MiB) and kept only if its own ``subject`` is the subject it was listed for; anything else (another
+subject, no such manifest, a body that does not hash to its digest or does not parse) is logged and
+ignored, never stored. An error of the registry itself (5xx, 401, a listing that is not an index, endless
+pages) fails the image's plan: what its referrers are is then unknown.
+
+Referrers can have referrers (a signature of an SBOM): they are followed to ``MAX_REFERRER_DEPTH`` levels,
+each digest a subject once, so a cycle (possible through mutable cosign tags) ends.
 
 *Storage*: each referrer is an ``index.json`` entry of its own, without a ref name (it is not a tag), with
 annotations naming its subject, the repository it belongs to and the cosign tag it was found under, if any
@@ -32,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from . import mediatypes
 from .content import Fetcher, read_document
 from .descriptor import Descriptor
-from .errors import NotFound, PermanentError
+from .errors import DigestMismatch, InvalidManifest, NotFound, PermanentError, SizeMismatch
 from .manifest import Index, Manifest
 from .mediatypes import MediaType
 from .remotes import Registry
@@ -137,7 +140,9 @@ def discover_referrers(
     wanted_type = selection.artifact_types[0] if len(selection.artifact_types) == 1 else None
     try:
         listed, filtered = registry.referrers(repository, subject.digest, wanted_type)
-    except NotFound:
+    except PermanentError as error:
+        if not _no_referrers_api(error):
+            raise
         listed, filtered = _schema_listing(registry, fetcher, repository, subject), False
     found: list[Referrer] = []
     for candidate in dict((d.digest, d) for d in listed).values():
@@ -148,6 +153,12 @@ def discover_referrers(
             found.append(referrer)
     found += _cosign_referrers(registry, repository, subject, selection)
     return found
+
+
+def _no_referrers_api(error: PermanentError) -> bool:
+    """Whether a registry's refusal means it has no referrers API: 404 as the spec says, or (older
+    registries) 405 or ``UNSUPPORTED``."""
+    return isinstance(error, NotFound) or error.status == 405 or "UNSUPPORTED" in error.codes
 
 
 def _schema_listing(
@@ -162,7 +173,11 @@ def _schema_listing(
     if not mediatypes.is_index(descriptor.media_type):
         log.warning("%s:%s is not an index of referrers (%s); ignored", repository.name, tag, descriptor.media_type)
         return []
-    return read_document(fetcher, descriptor).children()
+    try:
+        return read_document(fetcher, descriptor).children()
+    except (InvalidManifest, DigestMismatch, SizeMismatch) as error:
+        log.warning("%s:%s is not a usable index of referrers (%s); ignored", repository.name, tag, error)
+        return []
 
 
 def _checked(fetcher: Fetcher, candidate: Descriptor, subject: Descriptor, repository: Reference) -> Referrer | None:
@@ -175,8 +190,8 @@ def _checked(fetcher: Fetcher, candidate: Descriptor, subject: Descriptor, repos
         return None
     try:
         document = read_document(fetcher, candidate.model_copy(update={"data": None}))
-    except NotFound:
-        log.warning("%s listed as a referrer of %s does not exist; ignored", where, subject.digest)
+    except (NotFound, InvalidManifest, DigestMismatch, SizeMismatch) as error:
+        log.warning("%s listed as a referrer of %s cannot be used (%s); ignored", where, subject.digest, error)
         return None
     if document.subject is None or document.subject.digest != subject.digest:
         claimed = document.subject.digest if document.subject else "none"

@@ -220,6 +220,13 @@ def test_round_trip_through_serve_brings_the_same_referrers(signed_registry, ser
     assert _referrer_entries(again) == _referrer_entries(first)
     assert verify_store(again).ok
 
+    sbom_only = ImageRequest(
+        reference=request.reference, referrers=ReferrerSelection(artifact_types=(SBOM_TYPE,))
+    )  # asked of serve with ?artifactType=, which applies the filter and says so
+    typed = open_store(str(tmp_path / "typed"))
+    [image] = pull([sbom_only], typed).images
+    assert [r.descriptor.digest for r in image.referrers] == [signed_registry.sbom.digest]
+
 
 def test_gc_keeps_referrers_prune_never_touches_them_verify_checks_them(signed_registry, tmp_path: Path) -> None:
     store = _mirrored(signed_registry, tmp_path / "store")
