@@ -16,6 +16,7 @@ import requests
 
 from ocimirror import mediatypes
 from ocimirror.config import parse_config
+from ocimirror.errors import NotFound
 from ocimirror.gc import collect_garbage
 from ocimirror.plan import ImageRequest
 from ocimirror.prune import prune_candidates
@@ -23,6 +24,7 @@ from ocimirror.referrers import (
     SUBJECT_ANNOTATION,
     TAG_ANNOTATION,
     ReferrerSelection,
+    entry_key,
     find_referrers,
     is_referrer_entry,
     schema_tag,
@@ -310,3 +312,18 @@ def test_endless_referrer_pages_are_cut_off_with_a_clear_error(hostile_registry,
     assert expected in str(raised.value) and "referrers of" in str(raised.value)
     pages = [path for _, path in hostile_registry.requests if "/referrers/" in path]
     assert len(pages) == (2 if loop else 100)  # a loop ends at the first page read twice
+
+
+def test_recording_a_referrer_replaces_its_entry_and_needs_committed_content(signed_registry, tmp_path) -> None:
+    store = _mirrored(signed_registry, tmp_path / "store")
+    [entry] = [e for e in store.images() if e.digest == signed_registry.sbom.digest]
+    before = len(store.images())
+
+    store.record([entry.model_copy(update={"annotations": {**entry.annotations, "org.example.n": "2"}})], entry_key)
+
+    entries = store.images()
+    assert len(entries) == before and entries[-1].annotations["org.example.n"] == "2"  # replaced, not added
+    missing = entry.model_copy(update={"digest": "sha256:" + "5" * 64})
+    with pytest.raises(NotFound, match="not a manifest or index committed"):
+        store.record([missing], entry_key)
+    assert store.images() == entries  # nothing written
