@@ -290,7 +290,9 @@ def test_a_referrer_cycle_ends(signed_registry, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("loop", [False, True])
-def test_endless_referrer_pages_are_cut_off_with_a_clear_error(hostile_registry, isolated_client, loop) -> None:
+def test_endless_referrer_pages_are_cut_off_with_a_clear_error(
+    hostile_registry, isolated_client, tmp_path: Path, loop: bool
+) -> None:
     hostile_registry.loop = loop
     manifest = json.dumps(
         {
@@ -312,6 +314,11 @@ def test_endless_referrer_pages_are_cut_off_with_a_clear_error(hostile_registry,
     assert expected in str(raised.value) and "referrers of" in str(raised.value)
     pages = [path for _, path in hostile_registry.requests if "/referrers/" in path]
     assert len(pages) == (2 if loop else 100)  # a loop ends at the first page read twice
+
+    store = open_store(str(tmp_path / "store"))
+    [image] = pull([ImageRequest(reference=reference, referrers=ReferrerSelection())], store).images
+    assert image.status == "failed" and expected in image.error and image.failure.type == "PermanentError"
+    assert store.images() == []  # the plan failed: nothing fetched, nothing tagged
 
 
 def test_recording_a_referrer_replaces_its_entry_and_needs_committed_content(signed_registry, tmp_path) -> None:
