@@ -169,9 +169,11 @@ class LayoutStore:
         """
         path = self._path(relative)
         if self._on_local_disk and file_size(self.fs, path) is None:
-            if os.path.lexists(path):
+            if not os.path.lexists(path):
+                return None
+            # Created since the first look (a concurrent writer of a new store making its layout), or not a file.
+            if file_size(self.fs, path) is None:
                 raise StoreError(f"{self._where(relative)} is not a regular file (a link, FIFO or device)")
-            return None
         try:
             content: bytes = self.fs.cat_file(path)
             return content
