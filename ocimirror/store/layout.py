@@ -12,6 +12,7 @@ import json
 import os
 import posixpath
 import re
+import stat
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
@@ -169,10 +170,11 @@ class LayoutStore:
         """
         path = self._path(relative)
         if self._on_local_disk and file_size(self.fs, path) is None:
-            if not os.path.lexists(path):
+            try:
+                mode = os.lstat(path).st_mode  # again: another writer may have created it since
+            except FileNotFoundError:
                 return None
-            # Created since the first look (a concurrent writer of a new store making its layout), or not a file.
-            if file_size(self.fs, path) is None:
+            if not stat.S_ISREG(mode):
                 raise StoreError(f"{self._where(relative)} is not a regular file (a link, FIFO or device)")
         try:
             content: bytes = self.fs.cat_file(path)
