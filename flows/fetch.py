@@ -17,6 +17,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from ocimirror.config import RegistrySettings, StoreSettings
 from ocimirror.plan import ImageRequest, plan
+from ocimirror.referrers import ReferrerSelection
 from ocimirror.remotes.reference import parse_reference
 from ocimirror.report import FetchResult, SyncFailed, SyncResult
 from ocimirror.selection import PlatformSelection
@@ -32,6 +33,7 @@ def _pull(
     all_metadata: bool,
     registries: dict[str, RegistrySettings] | None,
     concurrency: int,
+    referrers: bool | list[str],
     refresh: bool = False,
 ) -> SyncResult:
     target = Target(
@@ -40,7 +42,11 @@ def _pull(
         concurrency=max(1, min(concurrency, MAX_CONCURRENCY)),
     )
     selection = PlatformSelection(platforms=platforms or [], all_metadata=all_metadata)
-    requests = [ImageRequest(reference=parse_reference(reference), selection=selection) for reference in references]
+    wanted = ReferrerSelection.of(referrers)
+    requests = [
+        ImageRequest(reference=parse_reference(reference), selection=selection, referrers=wanted)
+        for reference in references
+    ]
     planned = plan(requests, target.registry(), target.open_store(), target.concurrency, refresh)
     return mirror_planned(planned, target, get_run_logger())
 
@@ -64,15 +70,17 @@ def pull_images(
     all_metadata: bool = False,
     registries: dict[str, RegistrySettings] | None = None,
     concurrency: int = 8,
+    referrers: bool | list[str] = False,
 ) -> State[Any]:
     """Mirror every reference into ``store``, all at once, and tag each there.
 
     ``platforms`` limits images to those platforms (the best match for each, attestations included; the
     store gets an index of just those); with ``all_metadata`` every manifest and config is kept and only
     layers are limited, so the source's index digest is preserved. ``registries`` holds per-host settings
-    (mirrors, TLS, credential references). ``concurrency`` bounds fetches in flight.
+    (mirrors, TLS, credential references). ``concurrency`` bounds fetches in flight. ``referrers`` mirrors
+    each image's referrers too (signatures, SBOMs): ``True`` all, or a list of artifact types.
     """
-    result = _pull(references, store, platforms, all_metadata, registries, concurrency)
+    result = _pull(references, store, platforms, all_metadata, registries, concurrency, referrers)
     summary_artifact(result, key="pull")
     return final_state(result)
 
@@ -94,13 +102,14 @@ def fetch_image(
     all_metadata: bool = False,
     registries: dict[str, RegistrySettings] | None = None,
     concurrency: int = 8,
+    referrers: bool | list[str] = False,
 ) -> FetchResult:
     """Mirror ``reference`` into ``store`` and tag it there; see :func:`pull_images` for the options.
 
     The tree is walked even when the image is already tagged at the same digest (content already present
     costs an existence check, no task run), so the result lists every descriptor.
     """
-    result = _pull([reference], store, platforms, all_metadata, registries, concurrency, refresh=True)
+    result = _pull([reference], store, platforms, all_metadata, registries, concurrency, referrers, refresh=True)
     outcome = result.images[0]
     if outcome.result is None:
         raise SyncFailed(result)

@@ -23,6 +23,7 @@ from ocimirror.config import MirrorConfig, load_config, parse_config
 from ocimirror.errors import ConfigError
 from ocimirror.plan import plan_config
 from ocimirror.prune import apply_prunes, plan_prunes
+from ocimirror.referrers import describe_referrers
 from ocimirror.report import SyncResult
 from ocimirror.store.layout import redact_url
 from tasks.clients import Target
@@ -79,7 +80,8 @@ def mirror_sync(config: MirrorConfig | dict[str, Any] | str, dry_run: bool = Fal
         names = [name for plan in prunes for name in plan.names]
         result = SyncResult(dry_run=True, images=[image.outcome() for image in planned], pruned=names)
         for image in planned:
-            logger.info("plan: %s %s %s", image.status, image.name, image.error or "")
+            found = describe_referrers(image.referrers) if image.referrers else ""
+            logger.info("plan: %s %s %s", image.status, image.name, image.error or found)
         for name in names:
             logger.info("plan: prune %s", name)
         create_markdown_artifact(key="mirror-sync-plan", markdown=_plan_markdown(result), description="Dry-run plan")
@@ -94,9 +96,10 @@ def mirror_sync(config: MirrorConfig | dict[str, Any] | str, dry_run: bool = Fal
 
 
 def _plan_markdown(result: SyncResult) -> str:
-    lines = ["| reference | status | error | digest |", "|---|---|---|---|"]
+    lines = ["| reference | status | referrers | error | digest |", "|---|---|---|---|---|"]
     lines += [
-        f"| {o.reference} | {o.status} | {o.error or ''} | {(o.source_digest or '')[:19]} |" for o in result.images
+        f"| {o.reference} | {o.status} | {len(o.referrers)} | {o.error or ''} | {(o.source_digest or '')[:19]} |"
+        for o in result.images
     ]
-    lines += [f"| {name} | prune | | |" for name in result.pruned]
+    lines += [f"| {name} | prune | | | |" for name in result.pruned]
     return "\n".join(lines)

@@ -25,6 +25,7 @@ from ocimirror import progress
 from ocimirror.digest import short
 from ocimirror.mirror import Mirror
 from ocimirror.plan import PlannedImage
+from ocimirror.referrers import describe_referrers
 from ocimirror.report import ImageOutcome, SyncFailed, SyncResult, human_size
 from tasks.clients import Target
 from tasks.runner import PrefectRunner
@@ -79,7 +80,8 @@ def mirror_planned(planned: Sequence[PlannedImage], target: Target, logger: RunL
     """Fetch and tag every planned image of ``planned`` as task runs of the current flow run."""
     for image in planned:
         detail = short(image.root.digest) if image.root else image.error
-        logger.info("plan: %s %s %s", image.status, image.name, detail)
+        found = f", {describe_referrers(image.referrers)}" if image.referrers else ""
+        logger.info("plan: %s %s %s%s", image.status, image.name, detail, found)
     to_fetch = sum(1 for image in planned if image.status == "planned")
     if not to_fetch:
         return SyncResult(images=[image.outcome() for image in planned])

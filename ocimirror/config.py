@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from .digest import Digest
 from .errors import ConfigError, validation_problems
+from .mediatypes import MediaType
 from .platforms import format_platform, parse_platform
 from .remotes.config import Credentials, RegistryConfig, normalise_endpoint
 
@@ -182,6 +183,11 @@ class ImageSpec(_Strict):
         description="After a successful sync, untag this source's images the selectors no longer select "
         "(overrides the config's default).",
     )
+    referrers: bool | list[MediaType] | None = Field(
+        default=None,
+        description="Mirror the image's referrers (signatures, SBOMs, attestations): true for all, or a list "
+        "of artifact types (overrides the config's default).",
+    )
 
     @field_validator("include", "exclude")
     @classmethod
@@ -200,6 +206,10 @@ class ImageSpec(_Strict):
         except InvalidSpecifier:
             raise ValueError(f"invalid version range {value!r} (expected e.g. '>=3.18,<4')") from None
         return value
+
+    def referrer_setting(self, config: MirrorConfig) -> bool | list[str]:
+        """Which referrers of this source to mirror (its own ``referrers``, else the config's)."""
+        return self.referrers if self.referrers is not None else config.referrers
 
     def prunes(self, config: MirrorConfig) -> bool:
         """Whether this source's unselected images are untagged after a sync (its own ``prune``, else the
@@ -228,6 +238,10 @@ class MirrorConfig(_Strict):
     prune: bool = Field(
         default=False,
         description="Default for images: untag what the selectors no longer select after a successful sync.",
+    )
+    referrers: bool | list[MediaType] = Field(
+        default=False,
+        description="Default for images: mirror referrers (true: all; a list: those artifact types; false: none).",
     )
 
     @field_validator("platforms")

@@ -11,6 +11,10 @@ but its own event queue: workers report back by posting events, so no unit of wo
 (:class:`LocalRunner`), or Prefect task runs (``tasks.runner``), which also group small blobs into
 batches, since a task run has a fixed cost that a 16 KiB blob should not pay alone. Existence checks run
 here, on a small pool, so content already present costs neither a task run nor a fetch.
+
+An image's referrers (found by the plan: ``ocimirror.referrers``) are more roots of the same image: their
+trees are walked whole, whatever the platform selection, shared with everything else by digest, and the
+image is tagged (its referrers recorded, :func:`tag_mirrored`) only once all of them are committed.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from .errors import DamagedContent, OcimirrorError, PermanentError, TransientErr
 from .handlers import children_handler
 from .plan import PlannedImage
 from .pull import tag_image
+from .referrers import record_referrers
 from .remotes.reference import Reference
 from .report import ErrorDetail, FetchResult, ImageOutcome, TreeRow, describe, describe_error
 from .retry import call_with_retries
@@ -184,12 +189,20 @@ class LocalRunner:
         )
 
     def tag(self, image: PlannedImage, done: Done) -> None:
-        assert image.root is not None
-        root = image.root
-        self._run(lambda: tag_image(self._store, image.name, root, image.request.selection), done, f"tag {image.name}")
+        self._run(lambda: tag_mirrored(self._store, image), done, f"tag {image.name}")
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def tag_mirrored(store: LayoutStore, image: PlannedImage) -> Descriptor:
+    """Tag a mirrored image (see :func:`~ocimirror.pull.tag_image`), then record its referrers in the same
+    store: the last step, once every blob under the image and its referrers is committed. A crash between
+    the two leaves the image tagged and its referrers unrecorded, which the next plan sees and completes."""
+    assert image.root is not None, "only a planned image is tagged"
+    tagged = tag_image(store, image.name, image.root, image.request.selection)
+    record_referrers(store, image.request.reference.name, image.referrers)
+    return tagged
 
 
 @dataclass(eq=False)
@@ -214,6 +227,7 @@ class _Image:
     started: float
     outstanding: int = 0
     seen: set[str] = field(default_factory=set)
+    unfiltered: set[str] = field(default_factory=set)  # referrer trees: every child kept, whatever the platform
     rows: list[TreeRow] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     blobs_total: int = 0
@@ -296,6 +310,9 @@ class Mirror:
             for image in self._images:
                 assert image.planned.root is not None
                 self._need(image, image.planned.root)
+                for referrer in image.planned.referrers:  # trees of their own, fetched with the image's
+                    image.unfiltered.add(referrer.descriptor.digest)
+                    self._need(image, referrer.descriptor)
                 self._check_finished(image)
             self._flush_probes()
             while self._busy():
@@ -495,7 +512,11 @@ class Mirror:
         image.bytes_done += descriptor.size
         if not image.failed:
             try:
-                kept = image.planned.request.selection.keep(descriptor, list(node.children))
+                if descriptor.digest in image.unfiltered:
+                    kept = list(node.children)
+                    image.unfiltered.update(child.digest for child in kept)
+                else:
+                    kept = image.planned.request.selection.keep(descriptor, list(node.children))
             except OcimirrorError as error:
                 self._fail(image, descriptor, describe_error(error), error)
                 kept = []
@@ -584,6 +605,7 @@ class Mirror:
                 source_digest=planned.root.digest,
                 error=reason,
                 failure=image.failure,
+                referrers=list(planned.referrers),
             )
         fetched = [row for row in image.rows if row.status == "fetched"]
         present = [row for row in image.rows if row.status == "present"]
@@ -600,7 +622,13 @@ class Mirror:
             duration_seconds=round((image.finished or time.monotonic()) - image.started, 3),
             tree=image.rows,
         )
-        return ImageOutcome(reference=planned.name, status="fetched", source_digest=planned.root.digest, result=result)
+        return ImageOutcome(
+            reference=planned.name,
+            status="fetched",
+            source_digest=planned.root.digest,
+            result=result,
+            referrers=list(planned.referrers),
+        )
 
 
 def _batchable(descriptor: Descriptor, batching: Batching) -> bool:

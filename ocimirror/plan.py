@@ -20,6 +20,7 @@ from .config import ImageSpec, MirrorConfig, compile_pattern
 from .descriptor import Descriptor
 from .errors import NotFound, OcimirrorError
 from .pull import recorded_name
+from .referrers import Referrer, ReferrerSelection, find_referrers, image_documents, recorded_referrers
 from .remotes import Registry
 from .remotes.reference import Reference, parse_reference
 from .report import ErrorDetail, ImageOutcome, describe_error
@@ -81,6 +82,7 @@ class ImageRequest(BaseModel):
 
     reference: Reference
     selection: PlatformSelection = PlatformSelection()
+    referrers: ReferrerSelection | None = None  # None: the image only
     spec: int | None = None  # which entry of a mirror config asked for it (for pruning)
 
     @property
@@ -89,13 +91,15 @@ class ImageRequest(BaseModel):
 
 
 class PlannedImage(BaseModel):
-    """An image of the plan: ``planned`` (to fetch from ``root``), ``up-to-date``, or ``failed`` with why."""
+    """An image of the plan: ``planned`` (to fetch from ``root``, with ``referrers``), ``up-to-date``, or
+    ``failed`` with why."""
 
     model_config = ConfigDict(frozen=True)
 
     request: ImageRequest
     status: Literal["planned", "up-to-date", "failed"]
     root: Descriptor | None = None
+    referrers: tuple[Referrer, ...] = ()
     error: str | None = None
     failure: ErrorDetail | None = None
 
@@ -119,6 +123,7 @@ class PlannedImage(BaseModel):
             source_digest=self.root.digest if self.root else None,
             error=self.error,
             failure=self.failure,
+            referrers=list(self.referrers),
         )
 
 
@@ -149,6 +154,7 @@ def config_requests(
         position, spec = entry
         repository = parse_reference(spec.source)
         selection = spec_selection(config, spec)
+        referrers = ReferrerSelection.of(spec.referrer_setting(config))
         try:
             available = registry.tags(repository) if spec.lists_tags else []
         except OcimirrorError as error:
@@ -161,7 +167,10 @@ def config_requests(
         references = [repository.with_tag(tag) for tag in select_tags(spec, available)]
         untagged = Reference(registry=repository.registry, repository=repository.repository)
         references += [untagged.with_digest(digest) for digest in spec.digests]
-        return [ImageRequest(reference=reference, selection=selection, spec=position) for reference in references]
+        return [
+            ImageRequest(reference=reference, selection=selection, referrers=referrers, spec=position)
+            for reference in references
+        ]
 
     requests: list[ImageRequest] = []
     failed: list[PlannedImage] = []
@@ -189,19 +198,46 @@ def plan(
 
     With ``refresh``, an image already tagged at the same digest is planned anyway: its tree is walked
     again (existence checks, no transfer of what is present), so the result describes every blob.
+
+    An image that asks for referrers has them discovered here, for each of its manifests and indexes
+    (``ocimirror.referrers``): the plan lists them, the engine fetches their trees with the image's, and an
+    image whose referrers are not all recorded in the store is not up to date (a new signature is news).
     """
 
     def plan_one(request: ImageRequest) -> PlannedImage:
         try:
             root = registry.resolve(request.reference)
+            referrers = _referrers(registry, request, root)
         except OcimirrorError as error:
             return PlannedImage(
                 request=request, status="failed", error=describe_error(error), failure=ErrorDetail.of(error)
             )
-        current = not refresh and is_current(store, request.name, root, request.selection)
-        return PlannedImage(request=request, status="up-to-date" if current else "planned", root=root)
+        current = (
+            not refresh
+            and is_current(store, request.name, root, request.selection)
+            and referrers_recorded(store, request.reference.name, referrers)
+        )
+        status: Literal["planned", "up-to-date"] = "up-to-date" if current else "planned"
+        return PlannedImage(request=request, status=status, root=root, referrers=tuple(referrers))
 
     return parallel(plan_one, _unique(requests), workers)
+
+
+def _referrers(registry: Registry, request: ImageRequest, root: Descriptor) -> list[Referrer]:
+    """The referrers of the image under ``root`` that ``request`` asks for (none unless it asks)."""
+    if request.referrers is None:
+        return []
+    source = request.reference.with_digest(root.digest)
+    subjects = image_documents(registry.fetcher(source), root, request.selection.keep)
+    return find_referrers(registry, source, subjects, request.referrers)
+
+
+def referrers_recorded(store: LayoutStore, repository: str, referrers: Sequence[Referrer]) -> bool:
+    """Whether every one of ``referrers`` of ``repository`` is recorded in ``store`` already."""
+    if not referrers:
+        return True
+    recorded = recorded_referrers(store)
+    return all((repository, r.subject, r.descriptor.digest) in recorded for r in referrers)
 
 
 def plan_config(config: MirrorConfig, registry: Registry, store: LayoutStore) -> list[PlannedImage]:

@@ -10,6 +10,7 @@ from .descriptor import Descriptor
 from .digest import short
 from .errors import OcimirrorError, is_transient
 from .platforms import format_platform
+from .referrers import Referrer
 
 
 def human_size(size: int) -> str:
@@ -107,6 +108,9 @@ class ImageOutcome(BaseModel):
     error: str | None = None
     failure: ErrorDetail | None = None
     result: FetchResult | None = None
+    referrers: list[Referrer] = Field(
+        default_factory=list, description="Referrers found for the image (planned, or mirrored with it)."
+    )
 
 
 class SyncResult(BaseModel):

@@ -1,8 +1,9 @@
 """Checking a store and summarising its images: what ``ocimirror verify`` and ``ocimirror ls`` report.
 
 Verification trusts nothing the store says about itself: every blob is re-hashed against its name, and
-every tagged image is walked from its ``index.json`` entry down to the layers, so a missing layer or a
-manifest that no longer parses is found before anyone pulls the image.
+every tagged image and stored referrer is walked from its ``index.json`` entry down to the layers, so a
+missing layer or a manifest that no longer parses is found before anyone pulls the image; a referrer must
+also still name the subject it is recorded for.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from . import mediatypes
 from .content import read_blob, read_document
 from .descriptor import Descriptor
 from .digest import Verifier, validate_digest
-from .errors import DigestMismatch, InvalidDigest, InvalidManifest, NotFound, SizeMismatch
+from .errors import DigestMismatch, InvalidDigest, InvalidManifest, InvalidReference, NotFound, SizeMismatch
 from .jsonlimits import decode_json
 from .manifest import Index, Manifest
-from .selection import PlatformSelection
+from .referrers import SUBJECT_ANNOTATION, TAG_ANNOTATION, entry_key, is_referrer_entry, referrer_name
+from .remotes.reference import parse_reference
+from .selection import SOURCE_DIGEST_ANNOTATION, PlatformSelection
 from .store.layout import CONTAINERD_NAME, LayoutStore, ref_name
 
 _OCTET_STREAM = "application/octet-stream"
@@ -66,17 +69,20 @@ class VerifyReport(BaseModel):
 
 
 class ImageSummary(BaseModel):
-    """One tagged image, as ``ocimirror ls`` lists it."""
+    """One tagged image, as ``ocimirror ls`` lists it, with the number of referrers stored for it."""
 
     reference: str
     digest: str
     media_type: str
     platforms: list[str]
     size: int
+    referrers: int = 0
 
 
 def image_name(entry: Descriptor) -> str:
-    return ref_name(entry) or (entry.annotations or {}).get(CONTAINERD_NAME) or entry.digest
+    """The name an entry is known by: its ref name; for a referrer, ``registry/repo@digest`` (where it was
+    mirrored from); else its digest."""
+    return ref_name(entry) or referrer_name(entry) or (entry.annotations or {}).get(CONTAINERD_NAME) or entry.digest
 
 
 def rehash_blob(store: LayoutStore, name: str) -> tuple[int, Fault | None]:
@@ -152,8 +158,28 @@ def verify_store(store: LayoutStore) -> VerifyReport:
             corrupt.add(fault.digest)
     for entry in store.images():
         walk_image(store, entry, report.faults.append, frozenset(corrupt))
+        if is_referrer_entry(entry) and entry.digest not in corrupt:
+            report.faults += _referrer_faults(store, entry)
         report.images_checked += 1
     return report
+
+
+def _referrer_faults(store: LayoutStore, entry: Descriptor) -> list[Fault]:
+    """A stored referrer must still say it refers to the subject it is recorded for (cosign's tagged
+    artifacts have no ``subject``: their tag was the link)."""
+    annotations = entry.annotations or {}
+    if TAG_ANNOTATION in annotations or not store.exists(entry):
+        return []  # a missing referrer is reported by the walk
+    try:
+        document = read_document(store, entry)
+    except (InvalidManifest, DigestMismatch, SizeMismatch):
+        return []  # reported by the walk
+    recorded = annotations[SUBJECT_ANNOTATION]
+    if document.subject is not None and document.subject.digest == recorded:
+        return []
+    claimed = document.subject.digest if document.subject else "no subject"
+    detail = f"recorded as a referrer of {recorded}, but its subject is {claimed}"
+    return [Fault(kind=INVALID_MANIFEST, digest=entry.digest, detail=detail, reference=image_name(entry))]
 
 
 def _config_platform(store: LayoutStore, manifest: Manifest) -> list[str]:
@@ -186,16 +212,55 @@ def _platforms(store: LayoutStore, entry: Descriptor) -> list[str]:
 
 
 def list_images(store: LayoutStore) -> list[ImageSummary]:
-    """Each tagged image with its digest, media type, platforms and total size (distinct blobs of its tree,
-    as declared; what is missing is for ``verify`` to report)."""
+    """Each tagged image with its digest, media type, platforms, total size (distinct blobs of its tree,
+    as declared; what is missing is for ``verify`` to report) and the number of its stored referrers
+    (referrers of its manifests, and theirs); referrers are not listed as images."""
     store.check_layout()
-    return [
-        ImageSummary(
-            reference=image_name(entry),
-            digest=entry.digest,
-            media_type=entry.media_type,
-            platforms=_platforms(store, entry),
-            size=sum(descriptor.size for descriptor in walk_image(store, entry, lambda fault: None)),
+    entries = store.images()
+    referrers: dict[tuple[str, str], list[str]] = {}
+    for entry in entries:
+        key = entry_key(entry)
+        if key is not None:
+            referrers.setdefault((key[0], key[1]), []).append(entry.digest)
+    summaries = []
+    for entry in entries:
+        if is_referrer_entry(entry):
+            continue
+        tree = walk_image(store, entry, lambda fault: None)
+        summaries.append(
+            ImageSummary(
+                reference=image_name(entry),
+                digest=entry.digest,
+                media_type=entry.media_type,
+                platforms=_platforms(store, entry),
+                size=sum(descriptor.size for descriptor in tree),
+                referrers=_count_referrers(referrers, _repository(entry), _subjects(entry, tree)),
+            )
         )
-        for entry in store.images()
-    ]
+    return summaries
+
+
+def _repository(entry: Descriptor) -> str:
+    try:
+        return parse_reference(ref_name(entry) or "").name
+    except InvalidReference:
+        return ""
+
+
+def _subjects(entry: Descriptor, tree: list[Descriptor]) -> list[str]:
+    """The digests an image's referrers may refer to: its tree's, and the source index a platform-filtered
+    image was made from."""
+    source = (entry.annotations or {}).get(SOURCE_DIGEST_ANNOTATION)
+    return [descriptor.digest for descriptor in tree] + ([source] if source else [])
+
+
+def _count_referrers(referrers: dict[tuple[str, str], list[str]], repository: str, subjects: list[str]) -> int:
+    """The referrers of ``subjects`` in ``repository`` and, transitively, theirs; each counted once."""
+    found: set[str] = set()
+    pending = list(subjects)
+    while pending:
+        for digest in referrers.get((repository, pending.pop()), []):
+            if digest not in found:
+                found.add(digest)
+                pending.append(digest)
+    return len(found)

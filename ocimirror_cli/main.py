@@ -17,16 +17,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
+import click
 import typer
 import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 from rich.table import Table
+from typer.core import TyperCommand
 
 from ocimirror import progress as progress_events
 from ocimirror.errors import ConfigError, OcimirrorError
-from ocimirror.report import SyncResult, describe_error, human_size
+from ocimirror.report import ImageOutcome, SyncResult, describe_error, human_size
 from ocimirror.store.layout import REF_NAME
 from ocimirror.text import printable, printable_log_records
 
@@ -176,6 +178,49 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+#: What ``--referrers`` given without a type stands for: every artifact type.
+ALL_REFERRERS = "all"
+
+
+class _OptionalTypeCommand(TyperCommand):
+    """A command whose ``--referrers`` takes an optional value (``--referrers`` alone means every type), which
+    typer cannot declare: a bare ``--referrers`` (last, or before another option, or before a word that is
+    not a media type, such as a reference) gets ``all`` inserted. ``--referrers=TYPE`` is never ambiguous."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        rewritten: list[str] = []
+        for position, arg in enumerate(args):
+            rewritten.append(arg)
+            following = args[position + 1] if position + 1 < len(args) else None
+            if arg == "--referrers" and (following is None or not _is_media_type(following)):
+                rewritten.append(ALL_REFERRERS)
+        return super().parse_args(ctx, rewritten)
+
+
+def _is_media_type(word: str) -> bool:
+    from ocimirror.mediatypes import validate_media_type
+
+    if word == ALL_REFERRERS:
+        return True
+    try:
+        for part in word.split(","):
+            validate_media_type(part)
+    except ValueError:
+        return False
+    return True
+
+
+def _referrer_setting(values: list[str] | None) -> bool | list[str]:
+    """``--referrers`` values as a config setting: ``all`` is every type; otherwise the (comma-separated)
+    artifact types, checked like a config's."""
+    from ocimirror.mediatypes import validate_media_type
+
+    types = [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
+    if ALL_REFERRERS in types:
+        return True
+    return [validate_media_type(kind) for kind in dict.fromkeys(types)]
+
+
 PrefectOption = Annotated[
     bool,
     typer.Option(
@@ -186,7 +231,7 @@ PrefectOption = Annotated[
 ]
 
 
-@app.command()
+@app.command(cls=_OptionalTypeCommand)
 def pull(
     references: Annotated[list[str], typer.Argument(metavar="REFERENCE...", help="Images to mirror.")],
     to: Annotated[str, typer.Option("--to", metavar="STORE", help="Store: a path or fsspec URL (s3://, gs://).")],
@@ -197,6 +242,15 @@ def pull(
     all_metadata: Annotated[
         bool, typer.Option("--all-metadata", help="Keep every manifest and config; limit only layers.")
     ] = False,
+    referrers: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--referrers",
+            metavar="[TYPE]",
+            help="Mirror referrers too (signatures, SBOMs, attestations): alone, every artifact type; with TYPE "
+            "(repeatable, or a comma list), those.",
+        ),
+    ] = None,
     storage_option: StorageOption = None,
     concurrency: Annotated[int, typer.Option(metavar="N", min=1, max=64, help="Fetches in flight.")] = 8,
     prefect: PrefectOption = False,
@@ -204,12 +258,17 @@ def pull(
 ) -> None:
     """Mirror REFERENCE... into the store at --to, all at once, and tag each there."""
     from ocimirror.plan import ImageRequest
+    from ocimirror.referrers import ReferrerSelection
     from ocimirror.remotes import parse_reference
     from ocimirror.selection import PlatformSelection
 
     try:  # bad input is refused before anything starts
         selection = PlatformSelection(platforms=platform or [], all_metadata=all_metadata)
-        requests = [ImageRequest(reference=parse_reference(r), selection=selection) for r in references]
+        wanted = _referrer_setting(referrers)
+        requests = [
+            ImageRequest(reference=parse_reference(r), selection=selection, referrers=ReferrerSelection.of(wanted))
+            for r in references
+        ]
         options = _storage_options(storage_option)
     except (ValueError, ConfigError) as error:
         raise _fail(str(error), EXIT_USAGE) from None
@@ -225,6 +284,7 @@ def pull(
                 platforms=list(selection.platforms),
                 all_metadata=all_metadata,
                 concurrency=concurrency,
+                referrers=wanted,
                 return_state=True,
             )
 
@@ -327,13 +387,21 @@ def _report(result: SyncResult, as_json: bool) -> None:
             elif image.result is not None:
                 r = image.result
                 fetched = f"fetched {r.blobs_fetched} ({human_size(r.bytes_fetched)}), present {r.blobs_present}"
-                print(printable(f"fetched     {image.reference} {r.digest} {fetched}"))
+                print(printable(f"fetched     {image.reference} {r.digest} {fetched}{_referrer_words(image)}"))
             else:
-                print(printable(f"{image.status.replace('-', ' '):<11} {image.reference} {image.source_digest or ''}"))
+                status = image.status.replace("-", " ")
+                print(printable(f"{status:<11} {image.reference} {image.source_digest or ''}{_referrer_words(image)}"))
         for name in result.pruned:
             print(printable(f"{'to prune' if result.dry_run else 'pruned':<11} {name}"))
         console.print(result.summary(), highlight=False)
     raise typer.Exit(EXIT_FAILED if result.failed else 0)
+
+
+def _referrer_words(image: ImageOutcome) -> str:
+    """``, 2 referrer(s): application/vnd.example.sig, ...`` for an image with referrers, else nothing."""
+    from ocimirror.referrers import describe_referrers
+
+    return f", {describe_referrers(image.referrers)}" if image.referrers else ""
 
 
 def _open(store: str, storage_option: list[str] | None):
@@ -356,7 +424,7 @@ def list_store(
     storage_option: StorageOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List the images in STORE: reference, digest, platforms, size."""
+    """List the images in STORE: reference, digest, platforms, size, referrers (signatures, SBOMs...)."""
     from ocimirror.verify import list_images
 
     images = _inspect(store, storage_option, list_images)
@@ -364,15 +432,16 @@ def list_store(
         print(json.dumps([image.model_dump() for image in images], indent=2))
         return
     if console.is_terminal:
-        table = Table("reference", "digest", "platforms", "size")
+        table = Table("reference", "digest", "platforms", "size", "referrers")
         for image in images:
             platforms = printable(",".join(image.platforms))
-            table.add_row(escape(printable(image.reference)), image.digest, escape(platforms), human_size(image.size))
+            row = (image.digest, escape(platforms), human_size(image.size), str(image.referrers))
+            table.add_row(escape(printable(image.reference)), *row)
         Console().print(table)
         return
     for image in images:
         platforms = printable(",".join(image.platforms)) or "-"
-        print(f"{printable(image.reference)}\t{image.digest}\t{platforms}\t{image.size}")
+        print(f"{printable(image.reference)}\t{image.digest}\t{platforms}\t{image.size}\t{image.referrers}")
 
 
 @app.command()

@@ -153,14 +153,7 @@ def build_attestation(subject: Image) -> Image:
         }
     )
     config_descriptor = Descriptor.from_bytes(mediatypes.OCI_CONFIG, config)
-    manifest = _encode(
-        {
-            "schemaVersion": 2,
-            "mediaType": mediatypes.OCI_MANIFEST,
-            "config": config_descriptor.to_json(),
-            "layers": [layer.to_json()],
-        }
-    )
+    manifest = _single_layer_manifest(config_descriptor, layer)
     descriptor = Descriptor.from_bytes(
         mediatypes.OCI_MANIFEST,
         manifest,
@@ -213,6 +206,56 @@ def build_multiarch(
     return build_index(manifests, docker=docker, attestations=attestations and not docker)
 
 
+def build_artifact(
+    subject: Descriptor | None,
+    artifact_type: str,
+    payload: bytes,
+    payload_type: str,
+    annotations: Mapping[str, str] | None = None,
+) -> Image:
+    """An OCI 1.1 artifact manifest (a signature, an SBOM...) referring to ``subject``: ``artifactType``, the
+    empty config, ``payload`` as its one layer, and ``subject`` (the digest, media type and size only)."""
+    empty = b"{}"
+    config = Descriptor.from_bytes(mediatypes.OCI_EMPTY, empty)
+    layer = Descriptor.from_bytes(payload_type, payload)
+    document: dict[str, object] = {
+        "schemaVersion": 2,
+        "mediaType": mediatypes.OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": config.to_json(),
+        "layers": [layer.to_json()],
+    }
+    if subject is not None:
+        document["subject"] = Descriptor(
+            media_type=subject.media_type, digest=subject.digest, size=subject.size
+        ).to_json()
+    if annotations:
+        document["annotations"] = dict(annotations)
+    manifest = _encode(document)
+    descriptor = Descriptor.from_bytes(
+        mediatypes.OCI_MANIFEST, manifest, artifact_type=artifact_type, annotations=dict(annotations or {}) or None
+    )
+    blobs = {config.digest: empty, layer.digest: payload, descriptor.digest: manifest}
+    return Image(descriptor, blobs, descriptors=(config, layer, descriptor))
+
+
+def build_cosign_signature(subject: Descriptor, seed: str) -> Image:
+    """A cosign-style legacy signature (pushed under the tag ``sha256-<hex>.sig``): a manifest without
+    ``subject`` whose one layer is a simple-signing payload naming ``subject``, with a signature annotation."""
+    payload = _encode({"critical": {"image": {"docker-manifest-digest": subject.digest}, "type": "cosign"}})
+    layer = Descriptor.from_bytes(
+        "application/vnd.dev.cosign.simplesigning.v1+json",
+        payload,
+        annotations={"dev.cosignproject.cosign/signature": f"MEUCIQ-{seed}"},
+    )
+    config_bytes = _encode({"architecture": "", "os": "", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}})
+    config = Descriptor.from_bytes(mediatypes.OCI_CONFIG, config_bytes)
+    manifest = _single_layer_manifest(config, layer)
+    descriptor = Descriptor.from_bytes(mediatypes.OCI_MANIFEST, manifest)
+    blobs = {config.digest: config_bytes, layer.digest: payload, descriptor.digest: manifest}
+    return Image(descriptor, blobs, descriptors=(config, layer, descriptor))
+
+
 def push_image(
     base_url: str, repository: str, tag: str | None, image: Image, session: requests.Session | None = None
 ) -> None:
@@ -263,6 +306,17 @@ def _put_manifest(
 def _expect(response: requests.Response, status: int, what: str) -> None:
     if response.status_code != status:
         raise RuntimeError(f"{what}: HTTP {response.status_code}: {response.text[:500]}")
+
+
+def _single_layer_manifest(config: Descriptor, layer: Descriptor) -> bytes:
+    return _encode(
+        {
+            "schemaVersion": 2,
+            "mediaType": mediatypes.OCI_MANIFEST,
+            "config": config.to_json(),
+            "layers": [layer.to_json()],
+        }
+    )
 
 
 def _encode(document: Mapping[str, object]) -> bytes:

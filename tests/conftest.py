@@ -5,6 +5,7 @@ pytest_plugins = [
     "tests.fixtures.hostile_registry",
     "tests.fixtures.objectstores",
     "tests.fixtures.prefect",
+    "tests.fixtures.referrers",
     "tests.fixtures.scripted_registry",
     "tests.fixtures.served",
 ]

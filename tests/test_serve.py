@@ -267,7 +267,8 @@ def test_errors_follow_the_spec_and_never_name_the_store(served, mirrored_store)
         f"{base}/no/such/manifests/v1": (404, "MANIFEST_UNKNOWN"),
         f"{base}/Upper/case/tags/list": (400, "NAME_INVALID"),
         f"{base}/test/single/tags/list?ns=not a host": (400, "NAME_INVALID"),
-        f"{base}/src/test/single/referrers/{layer}": (404, "UNSUPPORTED"),
+        f"{base}/no/such/referrers/{layer}": (404, "NAME_UNKNOWN"),
+        f"{base}/src/test/single/referrers/sha256:zz": (400, "DIGEST_INVALID"),
         f"{served.url}/other": (404, "UNSUPPORTED"),
     }
     for url, (status, code) in cases.items():

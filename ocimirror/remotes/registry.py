@@ -8,11 +8,12 @@ what only a resolver does: reading references, tag lists and catalogs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urljoin
 
 import requests
+from pydantic import ValidationError
 from urllib3.util.retry import Retry
 
 from .. import mediatypes
@@ -26,6 +27,7 @@ from ..errors import (
     PermanentError,
     TransientError,
     UnsupportedSchema1,
+    validation_problems,
 )
 from ..jsonlimits import decode_json
 from .auth import repository_scope
@@ -46,6 +48,9 @@ MAX_LIST_PAGES = 10_000
 #: thousands of tags (CI builds tagged per commit); a million is ten times beyond them and still only about
 #: 100 MB of strings, the most one listing should cost a mirror.
 MAX_LIST_ENTRIES = 1_000_000
+#: Most pages of one referrers listing. A page holds as many descriptors as the registry likes (hundreds
+#: typically); a subject with more than a hundred pages of signatures and SBOMs is a registry linking on.
+MAX_REFERRER_PAGES = 100
 
 
 class Registry:
@@ -56,7 +61,7 @@ class Registry:
     environment or Docker's config.json). ``allow_foreign_urls`` lets fetchers read non-distributable
     layers from their ``urls``. ``address_lookup`` resolves ``host[:port]`` for the redirect rule (see
     :meth:`.hosts.RegistryHosts.leads_inward`). ``max_list_pages`` and ``max_list_entries`` bound tag lists
-    and catalogs (see the constants of the same names).
+    and catalogs, ``max_referrer_pages`` a referrers listing (see the constants of the same names).
     Use as a context manager, or call :meth:`close`, to release pooled connections.
     """
 
@@ -73,6 +78,7 @@ class Registry:
         address_lookup: Callable[[str], Sequence[Address]] = addresses_of,
         max_list_pages: int = MAX_LIST_PAGES,
         max_list_entries: int = MAX_LIST_ENTRIES,
+        max_referrer_pages: int = MAX_REFERRER_PAGES,
     ) -> None:
         self.hosts = RegistryHosts(
             configs,
@@ -86,6 +92,7 @@ class Registry:
         self.allow_foreign_urls = allow_foreign_urls
         self.max_list_pages = max_list_pages
         self.max_list_entries = max_list_entries
+        self.max_referrer_pages = max_referrer_pages
 
     def __enter__(self) -> Registry:
         return self
@@ -141,30 +148,73 @@ class Registry:
         params = {"n": str(page_size)} if page_size else {}
         return self._list(endpoint.url("/v2/_catalog", **params), subject, "registry:catalog:*", "repositories")
 
+    def referrers(self, ref: Reference, digest: str, artifact_type: str | None = None) -> tuple[list[Descriptor], bool]:
+        """The descriptors the OCI 1.1 referrers API lists for ``digest`` in ``ref``'s repository, every page
+        followed (at most ``max_referrer_pages``), and whether the registry applied the ``artifact_type``
+        filter (``OCI-Filters-Applied``): if not, the caller filters. ``NotFound`` when the registry has no
+        referrers API (distribution 2.x answers 404): the caller falls back to the tag schema.
+
+        Entries that are not descriptors are an error naming the registry; what they point at is the
+        caller's to check (a listing is only a claim: the referrer's own ``subject`` decides).
+        """
+        validate_digest(digest)
+        endpoint = self.hosts.upstream(ref.registry)
+        subject = f"{endpoint.describe()} repository {ref.repository} referrers of {digest}"
+        params = {"artifactType": artifact_type} if artifact_type else {}
+        url = endpoint.url(f"/v2/{ref.repository}/referrers/{digest}", **params)
+        accept = f"{mediatypes.OCI_INDEX}, application/json"
+        found: list[Descriptor] = []
+        filtered = True
+        pages = self._pages(url, subject, repository_scope(ref.repository), accept, self.max_referrer_pages)
+        for body, headers in pages:
+            applied = {part.strip() for part in headers.get("OCI-Filters-Applied", "").split(",")}
+            filtered = filtered and "artifactType" in applied
+            manifests = body.get("manifests") or []
+            if not isinstance(manifests, list):
+                raise PermanentError(f"{subject}: 'manifests' is not a list")
+            try:
+                found += [Descriptor.model_validate(entry) for entry in manifests]
+            except ValidationError as error:
+                problem = validation_problems(error, 1)[0]
+                raise PermanentError(f"{subject}: not a list of descriptors: {problem}") from None
+            if len(found) > self.max_list_entries:
+                raise PermanentError(f"{subject}: more than {self.max_list_entries} entries")
+        return found, bool(artifact_type) and filtered
+
     def _list(self, url: str, subject: str, scope: str, key: str) -> list[str]:
-        """The ``key`` strings of every page from ``url`` on. A registry decides whether there is a next page,
-        so the pages are bounded here: a ``Link`` that never stops, or leads back to a page already read, is
-        an error naming the registry, not a sync that never ends."""
-        origin = origin_of(url)
-        read: set[str] = set()
+        """The ``key`` strings of every page from ``url`` on (bounded by ``max_list_pages`` and
+        ``max_list_entries``)."""
         entries: list[str] = []
-        while url:
-            if len(read) == self.max_list_pages:
-                raise PermanentError(f"{subject}: more than {self.max_list_pages} pages; the registry keeps linking on")
-            read.add(url)
-            headers = {"Accept": "application/json"}
-            with self.hosts.request("GET", url, subject=subject, scope=scope, headers=headers) as response:
-                body = _read_json(response, subject)
-                link = response.links.get("next", {}).get("url")
+        for body, _ in self._pages(url, subject, scope, "application/json", self.max_list_pages):
             entries += _string_list(body, key, subject)
             if len(entries) > self.max_list_entries:
                 raise PermanentError(f"{subject}: more than {self.max_list_entries} entries")
+        return entries
+
+    def _pages(
+        self, url: str, subject: str, scope: str, accept: str, max_pages: int
+    ) -> Iterator[tuple[dict[str, object], Mapping[str, str]]]:
+        """Every page (JSON object and headers) from ``url`` on, following ``Link: <...>; rel="next"``. A
+        registry decides whether there is a next page, so the pages are bounded here: a ``Link`` that never
+        stops, leaves the registry, or leads back to a page already read, is an error naming the registry,
+        not a sync that never ends."""
+        origin = origin_of(url)
+        read: set[str] = set()
+        while url:
+            if len(read) == max_pages:
+                raise PermanentError(f"{subject}: more than {max_pages} pages; the registry keeps linking on")
+            read.add(url)
+            headers = {"Accept": accept}
+            with self.hosts.request("GET", url, subject=subject, scope=scope, headers=headers) as response:
+                body = _read_json(response, subject)
+                link = response.links.get("next", {}).get("url")
+                page_headers = response.headers
+            yield body, page_headers
             url = urljoin(url, link) if link else ""
             if url and origin_of(url) != origin:
                 raise PermanentError(f"{subject}: pagination link leaves {origin}")
             if url in read:
                 raise PermanentError(f"{subject}: the next-page link leads back to a page already read")
-        return entries
 
 
 def _media_type(content_type: str | None) -> str:

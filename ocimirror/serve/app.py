@@ -7,8 +7,11 @@ Endpoints (``GET`` and ``HEAD``; anything else is ``405 UNSUPPORTED``)::
     /v2/<name>/tags/list?n=&last=         tags of a repository, paginated
     /v2/<name>/manifests/<tag|digest>     manifests and indexes of images stored under that name
     /v2/<name>/blobs/<digest>             any blob of those images, streamed, with Range
+    /v2/<name>/referrers/<digest>         the stored referrers of a manifest, as an OCI index
+                                          (``?artifactType=`` filters; ``OCI-Filters-Applied`` says so)
 
-New endpoints (the referrers API) are one more :class:`~starlette.routing.Route` in ``RegistryApp.routes``.
+Referrers are also served the old ways: the tag schema's ``sha256-<hex>`` tags (an index made from the
+stored referrers) and cosign's ``sha256-<hex>.sig``/``.att``/``.sbom`` tags they were found under.
 
 Names are translated by a :class:`~ocimirror.serve.names.NameMap`; what a name may serve comes from the
 :class:`~ocimirror.serve.catalog.Catalog`. Store I/O runs in worker threads under one limiter, so slow
@@ -34,12 +37,13 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ..digest import validate_digest
 from ..errors import DigestMismatch, InvalidDigest, NotFound, SizeMismatch
+from ..mediatypes import OCI_INDEX
 from ..remotes.reference import is_tag
 from ..store import LayoutStore
 from . import errors
 from .auth import Htpasswd, basic_credentials
 from .blobs import BlobReader, RangeNotSatisfiable, open_blob, parse_range, read_verified
-from .catalog import Catalog, CatalogSource, CatalogUnavailable, Repository
+from .catalog import Catalog, CatalogSource, CatalogUnavailable, Repository, referrers_index
 from .errors import API_VERSION_HEADER, ApiError
 from .names import InvalidName, NameMap
 
@@ -81,6 +85,7 @@ class RegistryApp:
             Route("/v2/{name:path}/tags/list", self.tags),
             Route("/v2/{name:path}/manifests/{reference}", self.manifest),
             Route("/v2/{name:path}/blobs/{digest}", self.blob),
+            Route("/v2/{name:path}/referrers/{digest}", self.referrers),
         ]
         self._router = Router(self.routes, redirect_slashes=False, default=self._not_found)
 
@@ -192,6 +197,9 @@ class RegistryApp:
         }
         if request.method == "HEAD":
             return Response(b"", headers=headers)
+        generated = repository.generated.get(node.digest)
+        if generated is not None:  # a tag schema index, made from the stored referrers
+            return Response(generated, headers=headers)
         try:
             content = await self._run(read_verified, self.store, node.digest, node.size)
         except NotFound:
@@ -203,11 +211,7 @@ class RegistryApp:
         return Response(content, headers=headers)
 
     async def blob(self, request: Request) -> Response:
-        name, digest = request.path_params["name"], request.path_params["digest"]
-        try:
-            validate_digest(digest)
-        except InvalidDigest:
-            raise errors.digest_invalid(digest) from None
+        name, digest = request.path_params["name"], _digest_of(request)
         repository = await self._repository(request)
         if repository is None or digest not in repository.blobs:
             raise errors.blob_unknown(name, digest)
@@ -237,6 +241,27 @@ class RegistryApp:
             reader.close()
             return Response(b"", status_code=status, headers=headers)
         return _BlobResponse(reader, self._chunks(reader, start, end, digest), status_code=status, headers=headers)
+
+    async def referrers(self, request: Request) -> Response:
+        """The OCI index of the stored referrers of a manifest: empty when it has none (or is not stored:
+        the spec allows either answer, and an empty list is what a client can always use)."""
+        name, digest = request.path_params["name"], _digest_of(request)
+        repository = await self._repository(request)
+        if repository is None:
+            raise errors.name_unknown(name)
+        listed = repository.referrers.get(digest, ())
+        wanted = request.query_params.getlist("artifactType")
+        if wanted:
+            listed = tuple(descriptor for descriptor in listed if descriptor.artifact_type in wanted)
+        body = referrers_index(listed)
+        headers = {
+            "Content-Type": OCI_INDEX,
+            "Content-Length": str(len(body)),
+            API_VERSION_HEADER[0]: API_VERSION_HEADER[1],
+        }
+        if wanted:
+            headers["OCI-Filters-Applied"] = "artifactType"
+        return Response(b"" if request.method == "HEAD" else body, headers=headers)
 
     async def _not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
         raise errors.not_found()
@@ -284,6 +309,16 @@ class _BlobResponse(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self._reader.close()
+
+
+def _digest_of(request: Request) -> str:
+    """The request's ``digest`` path parameter, validated (``DIGEST_INVALID`` otherwise)."""
+    digest: str = request.path_params["digest"]
+    try:
+        validate_digest(digest)
+    except InvalidDigest:
+        raise errors.digest_invalid(digest) from None
+    return digest
 
 
 def _dump(document: object) -> bytes:

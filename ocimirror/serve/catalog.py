@@ -19,14 +19,16 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .. import mediatypes
 from ..descriptor import Descriptor
 from ..errors import DocumentTooLarge, OcimirrorError
-from ..manifest import parse_document
+from ..manifest import Index, encode_document, parse_document
+from ..referrers import SUBJECT_ANNOTATION, TAG_ANNOTATION, entry_key, is_referrer_entry, schema_tag, served_descriptor
+from ..remotes.reference import is_tag
 from ..store import LayoutStore
 from ..store.files import protocols
 from ..store.layout import INDEX_FILE, ref_name
@@ -55,12 +57,17 @@ class Repository:
     """One stored repository: tag -> root, and what its images reach.
 
     ``documents`` are the manifests and indexes (served from ``/manifests/``); ``blobs`` is every digest
-    reached, documents included (distribution serves manifests from ``/blobs/`` too).
+    reached, documents included (distribution serves manifests from ``/blobs/`` too). ``referrers`` lists,
+    by subject digest, the stored referrers that carry a ``subject`` (what the referrers API answers);
+    ``generated`` holds the tag schema's indexes of those (served under ``sha256-<hex>`` tags, made here,
+    not stored), by digest. Referrers found under cosign's tags are served under those tags.
     """
 
     tags: Mapping[str, Node]
     documents: Mapping[str, Node]
     blobs: frozenset[str]
+    referrers: Mapping[str, tuple[Descriptor, ...]] = field(default_factory=dict)
+    generated: Mapping[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,12 @@ class CatalogSource:
     def _build(self, entries: list[Descriptor]) -> Catalog:
         roots: dict[str, list[tuple[str | None, Descriptor]]] = {}
         for entry in entries:
+            key = entry_key(entry)
+            if key is not None:  # a referrer: its tree belongs to the repository it was mirrored from
+                if key[0]:
+                    tag = (entry.annotations or {}).get(TAG_ANNOTATION)
+                    roots.setdefault(key[0], []).append((tag if tag and is_tag(tag) else None, entry))
+                continue
             split = split_ref_name(ref_name(entry) or "")
             if split is None:
                 continue
@@ -158,12 +171,18 @@ class CatalogSource:
         documents: dict[str, Node] = {}
         blobs: set[str] = set()
         pending: list[Node] = []
+        referrers: dict[str, dict[str, Descriptor]] = {}
         for tag, entry in tagged:
             node = Node.of(entry)
             if not mediatypes.is_document(node.media_type):
                 continue  # tag() refuses these; a hand-edited index.json may still hold one
-            if tag is not None:
+            if tag is not None and is_referrer_entry(entry):
+                tags.setdefault(tag, node)  # a cosign tag; an image tagged with the same name wins
+            elif tag is not None:
                 tags[tag] = node
+            elif is_referrer_entry(entry):
+                subject = (entry.annotations or {})[SUBJECT_ANNOTATION]
+                referrers.setdefault(subject, {})[entry.digest] = served_descriptor(entry)
             pending.append(node)
         while pending:
             node = pending.pop()
@@ -173,7 +192,17 @@ class CatalogSource:
             if mediatypes.is_document(node.media_type):
                 documents[node.digest] = node
                 pending.extend(self._children_of(node))
-        return Repository(tags, documents, frozenset(blobs))
+        listed = {subject: tuple(sorted(found.values(), key=_digest)) for subject, found in referrers.items()}
+        generated: dict[str, bytes] = {}
+        for subject, descriptors in listed.items():
+            tag = schema_tag(subject)
+            if tag in tags:
+                continue  # a real tag of that name wins
+            content = referrers_index(descriptors)
+            node = Node.of(Descriptor.from_bytes(mediatypes.OCI_INDEX, content))
+            tags[tag] = documents[node.digest] = node
+            generated[node.digest] = content
+        return Repository(tags, documents, frozenset(blobs), listed, generated)
 
     def _children_of(self, node: Node) -> tuple[Node, ...]:
         children = self._children.get(node.digest)
@@ -189,6 +218,15 @@ class CatalogSource:
         children = tuple(Node.of(child) for child in document.children())
         self._children[node.digest] = children
         return children
+
+
+def _digest(descriptor: Descriptor) -> str:
+    return descriptor.digest
+
+
+def referrers_index(descriptors: Sequence[Descriptor]) -> bytes:
+    """The OCI index listing ``descriptors``: the referrers API's answer and the tag schema's document."""
+    return encode_document(Index(schema_version=2, media_type=mediatypes.OCI_INDEX, manifests=list(descriptors)))
 
 
 def _reason(error: BaseException) -> str:

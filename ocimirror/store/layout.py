@@ -316,6 +316,21 @@ class LayoutStore:
         )
         self._update_index(lambda index: _tagged(index, reference, entry))
 
+    def record(self, entries: Sequence[Descriptor], key: Callable[[Descriptor], object]) -> None:
+        """Add ``entries`` (without ref names: referrers) to ``index.json`` in one update, each replacing the
+        entries with the same ``key`` (a ``key`` of ``None`` matches nothing). Like :meth:`tag`, only for
+        content already committed."""
+        for entry in entries:
+            if not mediatypes.is_document(entry.media_type) or not self.exists(entry):
+                raise NotFound(f"cannot record {entry.digest}: not a manifest or index committed in {self}")
+        keys = {key(entry) for entry in entries} - {None}
+
+        def added(index: Index) -> Index:
+            kept = [existing for existing in index.manifests if key(existing) is None or key(existing) not in keys]
+            return index.model_copy(update={"manifests": kept + list(entries), "media_type": mediatypes.OCI_INDEX})
+
+        self._update_index(added)
+
     def untag(self, *references: str, missing_ok: bool = False) -> list[str]:
         """Remove the entries tagged ``references`` in one ``index.json`` update (their blobs stay until
         ``gc``); return the names removed.
