@@ -329,7 +329,10 @@ class Mirror:
             self._stop_in_flight()  # interrupted (Ctrl-C, a cancelled flow run)
             raise
         finally:
-            transfers.unwatch(self)
+            if self._in_flight == 0:
+                transfers.unwatch(self)
+            # else: units outlived the grace period (a slow chunk); this stopped watcher stays registered so
+            # they end at their next chunk instead of finishing transfers nobody waits for.
             probe_pool.shutdown(wait=not self._stop.is_set(), cancel_futures=True)
         self._publish_progress(force=True)
         outcomes = {id(image.planned): self._outcome(image) for image in self._images}
