@@ -40,7 +40,9 @@ def _sync(path: str, config: dict[str, Any]) -> SyncResult:
 
 @pytest.mark.parametrize("mode", sorted(MODES))
 @pytest.mark.parametrize("path", ["in-process", "prefect"])
-def test_every_fault_mode_ends_with_a_verified_store(path, mode, request, fault_proxy, tmp_path) -> None:
+def test_every_fault_mode_ends_with_a_verified_store(
+    path, mode, request, fault_proxy, tmp_path, record_property
+) -> None:
     if path == "prefect":
         request.getfixturevalue("prefect_server")
     settings = {"path_contains": "/blobs/", "times": None, "first_per_path": True} | MODES[mode]
@@ -55,6 +57,7 @@ def test_every_fault_mode_ends_with_a_verified_store(path, mode, request, fault_
     result = _sync(path, config)
 
     injected = len(fault.injected) if mode == "chaos" else fault.hits
+    record_property("faults_injected", injected)  # in the JUnit report: faults injected vs runs survived
     assert injected > 0, "the fault never fired"
     assert [image.status for image in result.images] == ["fetched", "fetched"], result.summary()
     report = verify_store(open_store(str(store)))
