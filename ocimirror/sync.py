@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from .config import MirrorConfig, RegistrySettings, SecretReader, StoreSettings, read_env_secret, registry_configs
-from .mirror import LocalRunner, Mirror
+from .mirror import Mirror
 from .plan import ImageRequest, PlannedImage, plan, plan_config
 from .prune import apply_prunes, plan_prunes
 from .remotes import Registry, RegistryConfig
 from .report import ImageOutcome, SyncResult
 from .store import LayoutStore, open_store
+from .work import LocalRunner
 
 
 def open_registry(

@@ -1,4 +1,4 @@
-"""The task the flows run for the engine (``ocimirror.mirror``): fetch a unit of descriptors.
+"""The task the flows run for the engine (``ocimirror.mirror``): fetch a unit of descriptors (``ocimirror.work``).
 
 A unit is one manifest, index or large layer (named like ``layer sha256:1a2b3c4d 30.0 MB``) or a batch of
 small blobs (``12 blobs 1.4 MB``); a failure inside a batch names the descriptor that failed.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prefect.runtime import task_run
 
-from ocimirror.mirror import Fetched, FetchUnit, fetch_descriptors
+from ocimirror.work import Fetched, FetchUnit, fetch_descriptors
 
 from .clients import Target
 from .policy import mirror_task

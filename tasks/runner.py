@@ -13,8 +13,8 @@ from typing import Any
 
 from prefect.futures import PrefectFuture
 
-from ocimirror.mirror import Batching, Done, FetchUnit, LocalRunner
 from ocimirror.plan import PlannedImage
+from ocimirror.work import Batching, Done, FetchUnit, LocalRunner
 
 from .clients import Target
 from .fetch import fetch_unit
