@@ -8,10 +8,16 @@ ephemeral Prefect server into a local store, syncs again (nothing to do), and ve
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from ocimirror.config import MirrorConfig, parse_config
 from ocimirror_demo.images import DEFAULT_PLATFORMS, build_index, build_manifest, push_image, random_layer
 from ocimirror_demo.registry import LocalRegistry
+
+from .app import EXIT_FAILED, app
+from .mirroring import flow_run_settings, quiet_prefect
 
 REPOSITORY = "demo/hello"
 LAYER_SIZE = 2 * 1024 * 1024
@@ -69,3 +75,14 @@ def run_demo(store: Path, say) -> bool:
     say("the runs were recorded on an ephemeral Prefect server; to browse them in the UI, run `prefect server")
     say("start`, export PREFECT_API_URL=http://127.0.0.1:4200/api and run the demo again")
     return report.ok
+
+
+@app.command()
+def demo(
+    store: Annotated[str, typer.Option(metavar="DIR", help="Local directory for the demo store.")] = "./demo-store",
+) -> None:
+    """Mirror a sample image from a local registry (started here) into a local store, then verify it."""
+    quiet_prefect()
+    with flow_run_settings():
+        ok = run_demo(Path(store).resolve(), print)
+    raise typer.Exit(0 if ok else EXIT_FAILED)
