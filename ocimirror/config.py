@@ -111,6 +111,12 @@ class RegistrySettings(_Strict):
     insecure: bool = Field(default=False, description="Allow plain HTTP and unverified TLS for this host.")
     ca_bundle: str | None = Field(default=None, description="PEM file of CAs to trust for this host.")
     credentials: CredentialsRef | None = None
+    max_requests_per_second: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="Requests a second to this host, across every worker of the sync."
+    )
+    max_parallel_fetches: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Transfers of this registry's content in flight at once, across every worker."
+    )
 
     @field_validator("mirrors")
     @classmethod
@@ -127,6 +133,8 @@ class RegistrySettings(_Strict):
             ca_bundle=self.ca_bundle,
             credentials=credentials,
             max_connections=max_connections,
+            max_requests_per_second=self.max_requests_per_second,
+            max_parallel_fetches=self.max_parallel_fetches,
         )
 
 
@@ -228,6 +236,11 @@ class MirrorConfig(_Strict):
     prune: bool = Field(
         default=False,
         description="Default for images: untag what the selectors no longer select after a successful sync.",
+    )
+    fan_out: bool = Field(
+        default=False,
+        description="With Prefect: run each changed image as a run of the fetch-image deployment, on the "
+        "deployment's work pool, instead of in the sync's own run.",
     )
 
     @field_validator("platforms")

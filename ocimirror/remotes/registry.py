@@ -29,6 +29,7 @@ from ..errors import (
 )
 from ..jsonlimits import decode_json
 from .auth import repository_scope
+from .budget import RequestBudget
 from .config import RegistryConfig
 from .fetcher import CHUNK_SIZE, RegistryFetcher
 from .hosts import Endpoint, RegistryHosts, first_available
@@ -56,7 +57,8 @@ class Registry:
     environment or Docker's config.json). ``allow_foreign_urls`` lets fetchers read non-distributable
     layers from their ``urls``. ``address_lookup`` resolves ``host[:port]`` for the redirect rule (see
     :meth:`.hosts.RegistryHosts.leads_inward`). ``max_list_pages`` and ``max_list_entries`` bound tag lists
-    and catalogs (see the constants of the same names).
+    and catalogs (see the constants of the same names). ``budget`` admits requests to hosts with limits
+    (see :mod:`.budget`).
     Use as a context manager, or call :meth:`close`, to release pooled connections.
     """
 
@@ -73,6 +75,7 @@ class Registry:
         address_lookup: Callable[[str], Sequence[Address]] = addresses_of,
         max_list_pages: int = MAX_LIST_PAGES,
         max_list_entries: int = MAX_LIST_ENTRIES,
+        budget: RequestBudget | None = None,
     ) -> None:
         self.hosts = RegistryHosts(
             configs,
@@ -82,6 +85,7 @@ class Registry:
             environ=environ,
             docker_config=docker_config,
             address_lookup=address_lookup,
+            budget=budget,
         )
         self.allow_foreign_urls = allow_foreign_urls
         self.max_list_pages = max_list_pages
@@ -104,7 +108,8 @@ class Registry:
         all are present; otherwise GETs the document (at most 4 MiB) and hashes it. A digest reference is
         verified against what the registry says or sends.
         """
-        return first_available(self.hosts.endpoints(ref.registry), lambda endpoint: self._resolve_at(endpoint, ref))
+        with self.hosts.transfer(ref.registry):
+            return first_available(self.hosts.endpoints(ref.registry), lambda endpoint: self._resolve_at(endpoint, ref))
 
     def _resolve_at(self, endpoint: Endpoint, ref: Reference) -> Descriptor:
         subject = f"{endpoint.describe()} repository {ref.repository} reference {ref.object}"
@@ -132,16 +137,17 @@ class Registry:
         subject = f"{endpoint.describe()} repository {ref.repository} tag list"
         params = {"n": str(page_size)} if page_size else {}
         url = endpoint.url(f"/v2/{ref.repository}/tags/list", **params)
-        return self._list(url, subject, repository_scope(ref.repository), "tags")
+        return self._list(ref.registry, url, subject, repository_scope(ref.repository), "tags")
 
     def catalog(self, registry: str, page_size: int | None = None) -> list[str]:
         """Every repository of ``registry`` (``/v2/_catalog``), following pagination, bounded as :meth:`tags`."""
         endpoint = self.hosts.upstream(registry)
         subject = f"{endpoint.describe()} catalog"
         params = {"n": str(page_size)} if page_size else {}
-        return self._list(endpoint.url("/v2/_catalog", **params), subject, "registry:catalog:*", "repositories")
+        url = endpoint.url("/v2/_catalog", **params)
+        return self._list(registry, url, subject, "registry:catalog:*", "repositories")
 
-    def _list(self, url: str, subject: str, scope: str, key: str) -> list[str]:
+    def _list(self, registry: str, url: str, subject: str, scope: str, key: str) -> list[str]:
         """The ``key`` strings of every page from ``url`` on. A registry decides whether there is a next page,
         so the pages are bounded here: a ``Link`` that never stops, or leads back to a page already read, is
         an error naming the registry, not a sync that never ends."""
@@ -153,7 +159,10 @@ class Registry:
                 raise PermanentError(f"{subject}: more than {self.max_list_pages} pages; the registry keeps linking on")
             read.add(url)
             headers = {"Accept": "application/json"}
-            with self.hosts.request("GET", url, subject=subject, scope=scope, headers=headers) as response:
+            with (
+                self.hosts.transfer(registry),
+                self.hosts.request("GET", url, subject=subject, scope=scope, headers=headers) as response,
+            ):
                 body = _read_json(response, subject)
                 link = response.links.get("next", {}).get("url")
             entries += _string_list(body, key, subject)
