@@ -28,6 +28,7 @@ from ocimirror.store.layout import redact_url
 from tasks.clients import Target
 from tasks.maintenance import store_slot
 
+from .fanout import DEFAULT_DEPLOYMENT, fan_out_planned
 from .mirroring import MAX_CONCURRENCY, final_state, mirror_planned, summary_artifact
 
 
@@ -64,10 +65,17 @@ def _run_name() -> str:
     task_runner=ThreadPoolTaskRunner(max_workers=MAX_CONCURRENCY),
     validate_parameters=False,
 )
-def mirror_sync(config: MirrorConfig | dict[str, Any] | str, dry_run: bool = False) -> State[Any]:
+def mirror_sync(
+    config: MirrorConfig | dict[str, Any] | str,
+    dry_run: bool = False,
+    fan_out: bool | None = None,
+    deployment: str = DEFAULT_DEPLOYMENT,
+) -> State[Any]:
     """Mirror every image of ``config``: a MirrorConfig, its dict or JSON form, or a path to its YAML file.
 
-    With ``dry_run`` the plan is returned and shown as an artifact, and nothing is written.
+    With ``dry_run`` the plan is returned and shown as an artifact, and nothing is written. With
+    ``fan_out`` (default: the config's ``fan_out``) each changed image runs as a run of ``deployment``
+    (``flow/deployment``) on that deployment's work pool, instead of in this run (``flows.fanout``).
     """
     logger = get_run_logger()
     config = load(config)
@@ -85,7 +93,10 @@ def mirror_sync(config: MirrorConfig | dict[str, Any] | str, dry_run: bool = Fal
         create_markdown_artifact(key="mirror-sync-plan", markdown=_plan_markdown(result), description="Dry-run plan")
         return Completed(message=f"dry run: {result.summary()}", data=result)
     with store_slot(config.store):  # never at the same time as maintenance (gc, repair) of this store
-        result = mirror_planned(planned, target, logger)
+        if config.fan_out if fan_out is None else fan_out:
+            result = fan_out_planned(planned, target, logger, deployment)
+        else:
+            result = mirror_planned(planned, target, logger)
         result = result.model_copy(update={"pruned": apply_prunes(store, prunes, result.images)})
     for name in result.pruned:
         logger.info("pruned %s", name)

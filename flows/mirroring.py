@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
+from functools import partial
 from logging import Logger, LoggerAdapter
 from typing import Any
 
@@ -75,41 +76,51 @@ class _ProgressArtifact:
 
 def mirror_planned(planned: Sequence[PlannedImage], target: Target, logger: RunLogger) -> SyncResult:
     """Fetch and tag every planned image of ``planned`` as task runs of the current flow run."""
-    for image in planned:
-        detail = short(image.root.digest) if image.root else image.error
-        logger.info("plan: %s %s %s", image.status, image.name, detail)
+    log_plan(logger, planned)
     to_fetch = sum(1 for image in planned if image.status == "planned")
     if not to_fetch:
         return SyncResult(images=[image.outcome() for image in planned])
 
-    def finished(outcome: ImageOutcome) -> None:
-        if outcome.result is not None:
-            r = outcome.result
-            logger.info(
-                "%s tagged as %s: %d fetched (%s), %d already present, %.1f s",
-                outcome.reference,
-                short(r.digest),
-                r.blobs_fetched,
-                human_size(r.bytes_fetched),
-                r.blobs_present,
-                r.duration_seconds,
-            )
-        else:
-            logger.error("%s failed: %s", outcome.reference, outcome.error)
-
     unsubscribe = progress.subscribe(_ProgressArtifact(to_fetch))
     try:
-        engine = Mirror(target.open_store(), PrefectRunner(target), min(target.concurrency, MAX_CONCURRENCY), finished)
+        concurrency = min(target.concurrency, MAX_CONCURRENCY)
+        engine = Mirror(target.open_store(), PrefectRunner(target), concurrency, partial(log_outcome, logger))
         result = SyncResult(images=engine.run(planned))
     finally:
         unsubscribe()
     for outcome in result.images:
         if outcome.result is not None:
-            _tree_artifact(outcome)
+            tree_artifact(outcome)
     return result
 
 
-def _tree_artifact(outcome: ImageOutcome) -> None:
+def log_plan(logger: RunLogger, planned: Sequence[PlannedImage]) -> None:
+    """One log line per image of the plan: its status and digest, or why it failed."""
+    for image in planned:
+        detail = short(image.root.digest) if image.root else image.error
+        logger.info("plan: %s %s %s", image.status, image.name, detail)
+
+
+def log_outcome(logger: RunLogger, outcome: ImageOutcome) -> None:
+    """One log line for an image as it completes: what was fetched, or why it failed."""
+    if outcome.result is not None:
+        r = outcome.result
+        logger.info(
+            "%s tagged as %s: %d fetched (%s), %d already present, %.1f s",
+            outcome.reference,
+            short(r.digest),
+            r.blobs_fetched,
+            human_size(r.bytes_fetched),
+            r.blobs_present,
+            r.duration_seconds,
+        )
+    elif outcome.status == "fetched":
+        logger.info("%s tagged as %s", outcome.reference, short(outcome.source_digest or ""))
+    else:
+        logger.error("%s failed: %s", outcome.reference, outcome.error)
+
+
+def tree_artifact(outcome: ImageOutcome) -> None:
     """The table of every descriptor of a fetched image: what was fetched and what was already there."""
     result = outcome.result
     assert result is not None
