@@ -29,7 +29,7 @@ from pathlib import Path
 from compare_skopeo import MIB, say  # also puts the repository root on sys.path
 from sync_set import image_set, push_set
 
-from ocimirror_demo.fleet import PrefectFleet
+from ocimirror_demo.fleet import PrefectFleet, running_fleet
 from ocimirror_demo.registry import LocalRegistry
 from tests.fixtures.faultproxy import Fault, FaultProxy
 
@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             total = push_set(registry, image_set(args.scale))
             say(f"pushed 12 images, {total / MIB:.1f} MiB of distinct blobs")
             proxy.add(Fault("throttle", path_contains="/blobs/", times=None, rate=int(args.rate_mib * MIB)))
-            with PrefectFleet(scratch / "fleet") as fleet:
+            with running_fleet(scratch / "fleet") as fleet:
                 store = scratch / "in-process"
                 seconds = _sync(fleet, _config(proxy, store, args.concurrency, fan_out=False))
                 rows.append(("in-process sync (one flow run)", seconds))

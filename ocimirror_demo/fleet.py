@@ -1,7 +1,7 @@
 """A Prefect fleet on loopback, for tests, the bench and demos: ``prefect server start``, a process work pool,
 the repository's ``fetch-image`` deployment, and process workers, all started and stopped here::
 
-    with PrefectFleet(home) as fleet:
+    with running_fleet(home) as fleet:
         fleet.start_worker("worker-a")
         with fleet.settings():          # this process talks to the fleet's server
             mirror_sync(config, fan_out=True)
@@ -23,7 +23,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from types import TracebackType
 
 import requests
 
@@ -65,15 +64,6 @@ class PrefectFleet:
         }
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self._server: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> PrefectFleet:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def log(self, name: str) -> Path:
         """Where the output of ``name`` (``server``, a worker's name, ``deploy``) goes."""
@@ -154,6 +144,17 @@ class PrefectFleet:
 
         with temporary_settings({PREFECT_API_URL: self.api_url, PREFECT_LOCAL_STORAGE_PATH: self.home / "results"}):
             yield
+
+
+@contextmanager
+def running_fleet(home: Path) -> Iterator[PrefectFleet]:
+    """A started :class:`PrefectFleet` in ``home``, stopped (workers, then server) when the block ends."""
+    fleet = PrefectFleet(home)
+    fleet.start()
+    try:
+        yield fleet
+    finally:
+        fleet.stop()
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

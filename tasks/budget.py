@@ -21,6 +21,7 @@ from contextlib import AbstractContextManager
 
 from prefect import get_client
 from prefect.concurrency.sync import concurrency, rate_limit
+from prefect.exceptions import ObjectAlreadyExists
 
 #: How long a fetch slot outlives a worker that died holding it; renewed while the worker lives.
 FETCH_LEASE_SECONDS = 30.0
@@ -46,7 +47,11 @@ class PrefectBudget:
             if key in self._upserted:
                 return
             with get_client(sync_client=True) as client:
-                client.upsert_global_concurrency_limit_by_name(name, limit=limit, slot_decay_per_second=decay)
+                try:
+                    client.upsert_global_concurrency_limit_by_name(name, limit=limit, slot_decay_per_second=decay)
+                except ObjectAlreadyExists:
+                    # Another worker created it between our read and our create: now it is there to update.
+                    client.upsert_global_concurrency_limit_by_name(name, limit=limit, slot_decay_per_second=decay)
             self._upserted.add(key)
 
     def request(self, host: str, per_second: float) -> None:

@@ -30,7 +30,7 @@ from ocimirror.errors import AlreadyExists
 from ocimirror.report import FetchResult, SyncFailed, SyncResult
 from ocimirror.store import LayoutStore, open_store
 from ocimirror.verify import verify_store
-from ocimirror_demo.fleet import PrefectFleet
+from ocimirror_demo.fleet import PrefectFleet, running_fleet
 from ocimirror_demo.images import Image, build_manifest, push_image, random_layer
 from ocimirror_demo.registry import LocalRegistry
 from tests.fixtures.faultproxy import Fault, FaultProxy
@@ -79,7 +79,7 @@ def fleet_registry(registry: LocalRegistry) -> LocalRegistry:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectFleet]:
     """The server, the pool with ``fetch-image`` deployed, and two workers of two runs each."""
-    with PrefectFleet(tmp_path_factory.mktemp("fleet")) as started:
+    with running_fleet(tmp_path_factory.mktemp("fleet")) as started:
         started.start_worker("worker-a", limit=2)
         started.start_worker("worker-b", limit=2)
         yield started
