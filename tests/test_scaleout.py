@@ -313,3 +313,48 @@ def test_a_cancelled_run_stops_its_transfer_and_leaves_a_resumable_ingest(
     row = next(row for row in outcome.result.tree if row.digest == huge)
     assert 0 < row.transferred < len(HUGE), "only the rest of the layer moved"
     assert verify_store(open_store(str(store_dir))).ok
+
+
+# ---------------------------------------------------------------------------------------------- parameters
+
+
+def test_an_image_run_gets_its_pinned_reference_and_only_plain_settings() -> None:
+    """What a child run is given: the tag it is recorded under and the digest the plan resolved, the store
+    and registries as they are written in the config (a secret stays a reference), valid for fetch_image."""
+    from flows.fanout import image_parameters
+    from flows.fetch import fetch_image
+    from ocimirror.config import RegistrySettings
+    from ocimirror.plan import ImageRequest, PlannedImage
+    from ocimirror.remotes import parse_reference
+    from ocimirror.selection import PlatformSelection
+    from tasks.clients import Target
+
+    digest = "sha256:" + "ab" * 32
+    image = PlannedImage(
+        request=ImageRequest(
+            reference=parse_reference("registry.example/team/app:v1"),
+            selection=PlatformSelection(platforms=["linux/arm64"]),
+        ),
+        status="planned",
+        root=Descriptor(media_type="application/vnd.oci.image.index.v1+json", digest=digest, size=100),
+    )
+    registries = {
+        "registry.example": RegistrySettings.model_validate(
+            {"credentials": {"username": "bot", "password": {"env": "APP_TOKEN"}}, "max_parallel_fetches": 4}
+        )
+    }
+    target = Target(
+        store=StoreSettings(url="s3://bucket/oci", secret_options={"secret": {"env": "AWS_SECRET"}}),  # type: ignore[dict-item]
+        registries=registries,
+        concurrency=6,
+    )
+    parameters = image_parameters(image, target)
+    assert parameters["reference"] == f"registry.example/team/app:v1@{digest}"
+    assert parameters["platforms"] == ["linux/arm64/v8"] and parameters["concurrency"] == 6
+    assert parameters["store"]["secret_options"] == {"secret": {"env": "AWS_SECRET", "secret_block": None}}
+    assert parameters["registries"]["registry.example"]["credentials"]["password"] == {
+        "env": "APP_TOKEN",
+        "secret_block": None,
+    }
+    assert parameters["registries"]["registry.example"]["max_parallel_fetches"] == 4
+    fetch_image.validate_parameters(parameters)  # what the deployment run will accept
