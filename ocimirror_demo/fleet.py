@@ -139,11 +139,16 @@ class PrefectFleet:
     @contextmanager
     def settings(self) -> Iterator[None]:
         """Point this process's Prefect client (flows run here, API reads) at the fleet's server and result
-        storage for the block."""
+        storage for the block, also in threads started meanwhile (a sync's planning threads, Prefect's own
+        service threads), which read the process-global settings context, as ``prefect_test_harness`` does."""
+        from prefect.context import SettingsContext, _temporary_global_settings_context
         from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
         with temporary_settings({PREFECT_API_URL: self.api_url, PREFECT_LOCAL_STORAGE_PATH: self.home / "results"}):
-            yield
+            context = SettingsContext.get()
+            assert context is not None
+            with _temporary_global_settings_context(context):
+                yield
 
 
 @contextmanager

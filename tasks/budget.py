@@ -23,8 +23,9 @@ from prefect import get_client
 from prefect.concurrency.sync import concurrency, rate_limit
 from prefect.exceptions import ObjectAlreadyExists
 
-#: How long a fetch slot outlives a worker that died holding it; renewed while the worker lives.
-FETCH_LEASE_SECONDS = 30.0
+#: How long a fetch slot outlives a worker that died holding it; renewed while the worker lives. The
+#: server's shortest lease.
+FETCH_LEASE_SECONDS = 60.0
 
 
 def registry_limit_name(host: str, kind: str) -> str:

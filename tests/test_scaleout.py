@@ -181,7 +181,7 @@ def test_fan_out_spreads_images_over_workers_into_one_store_within_the_budget(
     assert {run.labels.get("prefect.worker.name") for run in runs} == {"worker-a", "worker-b"}
 
     blobs = _versions(versioned_bucket, s3_store, "blobs")
-    assert len(blobs) == 1 + 1 + APPS * 2, "base, middle, and each app's layer and config"
+    assert len(blobs) == 1 + 1 + APPS * 3, "base, middle, and each app's layer, config and manifest"
     assert set(blobs.values()) == {1}, f"blobs committed more than once: {blobs}"
 
     assert 1 <= proxy.peak_in_flight <= 2, f"{proxy.peak_in_flight} requests at the registry at once, budget 2"
