@@ -19,12 +19,14 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from prefect import State
+from prefect import State, get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
 
+from ocimirror.errors import ConfigError
 from ocimirror.plan import PlannedImage, is_current
-from ocimirror.report import ErrorDetail, FetchResult, ImageOutcome, SyncFailed, SyncResult
+from ocimirror.report import ErrorDetail, FetchResult, ImageOutcome, SyncFailed, SyncResult, describe_error
 from tasks.clients import Target
 
 from .mirroring import RunLogger, log_outcome, log_plan, tree_artifact
@@ -68,9 +70,20 @@ def fan_out_planned(
     """
     log_plan(logger, planned)
     to_fetch = [image for image in planned if image.status == "planned"]
+    if to_fetch:
+        _check_deployment(deployment)
 
     def run_one(image: PlannedImage) -> ImageOutcome:
-        outcome = _run_image(image, target, logger, deployment)
+        try:
+            outcome = _run_image(image, target, logger, deployment)
+        except Exception as error:  # noqa: BLE001 - the API failing for one image fails that image only
+            outcome = ImageOutcome(
+                reference=image.name,
+                status="failed",
+                source_digest=image.root.digest if image.root else None,
+                error=describe_error(error),
+                failure=ErrorDetail.of(error),
+            )
         log_outcome(logger, outcome)
         return outcome
 
@@ -84,6 +97,20 @@ def fan_out_planned(
         if outcome.result is not None:
             tree_artifact(outcome)
     return result
+
+
+def _check_deployment(deployment: str) -> None:
+    """Refuse, before any image, a deployment name that is malformed or not deployed, with what to do."""
+    if deployment.count("/") != 1:
+        raise ConfigError(f"deployment {deployment!r}: expected 'flow-name/deployment-name'")
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(deployment)
+        except ObjectNotFound:
+            raise ConfigError(
+                f"deployment {deployment!r} not found: deploy it first "
+                "(prefect deploy --prefect-file deployments/prefect.yaml --name fetch-image)"
+            ) from None
 
 
 def _run_image(image: PlannedImage, target: Target, logger: RunLogger, deployment: str) -> ImageOutcome:

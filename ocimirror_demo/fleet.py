@@ -142,13 +142,18 @@ class PrefectFleet:
         storage for the block, also in threads started meanwhile (a sync's planning threads, Prefect's own
         service threads), which read the process-global settings context, as ``prefect_test_harness`` does."""
         from prefect.context import SettingsContext, _temporary_global_settings_context
+        from prefect.logging.handlers import APILogHandler
         from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
         with temporary_settings({PREFECT_API_URL: self.api_url, PREFECT_LOCAL_STORAGE_PATH: self.home / "results"}):
             context = SettingsContext.get()
             assert context is not None
             with _temporary_global_settings_context(context):
-                yield
+                try:
+                    yield
+                finally:
+                    # Logs of flows run here go to the API in batches: send them while it is still there.
+                    APILogHandler().flush()
 
 
 @contextmanager

@@ -31,7 +31,7 @@ def _slow_link(proxy: FaultProxy) -> None:
 def test_parallel_fetches_never_exceed_the_budget(fault_proxy: FaultProxy, tmp_path: Path) -> None:
     _slow_link(fault_proxy)
     result = sync(parse_config(_config(tmp_path / "limited", fault_proxy, max_parallel_fetches=2)))
-    assert not result.failed
+    assert not result.failed, [image.error for image in result.failed]
     assert fault_proxy.peak_in_flight == 2
     assert verify_store(open_store(str(tmp_path / "limited"))).ok
 
@@ -40,7 +40,7 @@ def test_without_a_budget_the_same_sync_runs_wider(fault_proxy: FaultProxy, tmp_
     """The counter can tell: the same sync unlimited has more than two transfers at the registry at once."""
     _slow_link(fault_proxy)
     result = sync(parse_config(_config(tmp_path / "free", fault_proxy)))
-    assert not result.failed
+    assert not result.failed, [image.error for image in result.failed]
     assert fault_proxy.peak_in_flight > 2
 
 

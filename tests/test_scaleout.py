@@ -26,7 +26,7 @@ import requests
 from ocimirror.config import StoreSettings
 from ocimirror.descriptor import Descriptor
 from ocimirror.digest import digest_bytes
-from ocimirror.errors import AlreadyExists
+from ocimirror.errors import AlreadyExists, ConfigError
 from ocimirror.report import FetchResult, SyncFailed, SyncResult
 from ocimirror.store import LayoutStore, open_store
 from ocimirror.verify import verify_store
@@ -229,6 +229,17 @@ def test_a_killed_flow_run_costs_one_rerun_and_the_sync_completes(
     rows = {row.digest: row.status for row in slow.result.tree}
     assert rows[small] == "present", "the re-run resumes from what the killed run committed"
     assert rows[big] == "fetched"
+
+
+def test_a_deployment_that_is_not_there_is_refused_before_any_image(
+    fleet: PrefectFleet, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    from flows.mirror import mirror_sync
+
+    store = StoreSettings(url=str(tmp_path / "store"))
+    with fleet.settings(), pytest.raises(ConfigError, match="'fetch-image/elsewhere' not found: deploy it"):
+        mirror_sync(config=_config(store, proxy, ["fleet/app0:v1"]), deployment="fetch-image/elsewhere")
+    assert open_store(store.url).images() == []
 
 
 # ------------------------------------------------------------------------------------------- shared store
