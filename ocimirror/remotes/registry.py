@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from urllib3.util.retry import Retry
@@ -137,17 +137,16 @@ class Registry:
         subject = f"{endpoint.describe()} repository {ref.repository} tag list"
         params = {"n": str(page_size)} if page_size else {}
         url = endpoint.url(f"/v2/{ref.repository}/tags/list", **params)
-        return self._list(ref.registry, url, subject, repository_scope(ref.repository), "tags")
+        return self._list(url, subject, repository_scope(ref.repository), "tags")
 
     def catalog(self, registry: str, page_size: int | None = None) -> list[str]:
         """Every repository of ``registry`` (``/v2/_catalog``), following pagination, bounded as :meth:`tags`."""
         endpoint = self.hosts.upstream(registry)
         subject = f"{endpoint.describe()} catalog"
         params = {"n": str(page_size)} if page_size else {}
-        url = endpoint.url("/v2/_catalog", **params)
-        return self._list(registry, url, subject, "registry:catalog:*", "repositories")
+        return self._list(endpoint.url("/v2/_catalog", **params), subject, "registry:catalog:*", "repositories")
 
-    def _list(self, registry: str, url: str, subject: str, scope: str, key: str) -> list[str]:
+    def _list(self, url: str, subject: str, scope: str, key: str) -> list[str]:
         """The ``key`` strings of every page from ``url`` on. A registry decides whether there is a next page,
         so the pages are bounded here: a ``Link`` that never stops, or leads back to a page already read, is
         an error naming the registry, not a sync that never ends."""
@@ -160,7 +159,7 @@ class Registry:
             read.add(url)
             headers = {"Accept": "application/json"}
             with (
-                self.hosts.transfer(registry),
+                self.hosts.transfer(urlsplit(url).netloc),  # a page is a transfer of the registry's content
                 self.hosts.request("GET", url, subject=subject, scope=scope, headers=headers) as response,
             ):
                 body = _read_json(response, subject)
