@@ -69,3 +69,25 @@ def test_slow_hosts_are_budgeted_apart() -> None:
     assert waits == []
     budget.request("a.example", 1.0)
     assert waits == [1.0]
+
+
+def test_every_request_to_a_budgeted_host_draws_from_the_budget(fault_proxy: FaultProxy) -> None:
+    """The registry client asks the budget before each request to a host with a rate (half a request a
+    second, a frozen clock: every request past the first waits), and not at all for hosts without one."""
+    from ocimirror.remotes import Registry, RegistryConfig, parse_reference
+
+    waits: list[float] = []
+    budget = LocalBudget(clock=lambda: 0.0, sleep=waits.append)
+    configs = {fault_proxy.host: RegistryConfig(max_requests_per_second=0.5)}
+    with Registry(configs, budget=budget) as registry:
+        for name in IMAGES[:3]:
+            registry.resolve(parse_reference(f"{fault_proxy.host}/{name}"))
+    requests = len(fault_proxy.recorded(server="proxy"))
+    assert requests >= 3
+    assert len(waits) == requests - 1  # the first request spends the one token the bucket starts with
+    assert waits == [2.0 * n for n in range(1, requests)]
+
+    waits.clear()
+    with Registry(budget=budget) as unbudgeted:
+        unbudgeted.resolve(parse_reference(f"{fault_proxy.host}/{IMAGES[0]}"))
+    assert waits == []
