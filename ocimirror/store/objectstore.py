@@ -234,13 +234,18 @@ class ObjectStoreBackend(ABC):
         Waits while another writer of ``ref`` is open in this process. Raises ``AlreadyExists`` if the blob
         is committed (one HEAD or metadata GET); a blob of the wrong size counts as absent and is rewritten.
         With ``replace`` a committed blob is overwritten too: the completed upload replaces the object whole.
+        Otherwise, where the service can (``exclusive_create``), the upload completes only if the key is still
+        absent; if another process or machine committed the digest meanwhile, ``commit`` raises
+        ``AlreadyExists`` (as containerd's ``Commit`` does) and that first object stays the one commit.
         """
         key = self.key(blob_path(descriptor.digest))
         _INGESTS.claim(self._store_id, ref)
         try:
-            if not replace and self.committed_size(key) == descriptor.size:
+            size = self.committed_size(key)
+            if not replace and size == descriptor.size:
                 raise AlreadyExists(f"{descriptor.digest} is already committed")
-            writer = ObjectBlobWriter(self, ref, descriptor, replace)
+            # An object of the wrong size is damage to overwrite; only an absent key is created exclusively.
+            writer = ObjectBlobWriter(self, ref, descriptor, replace=replace or size is not None)
         except BaseException:
             _INGESTS.release(self._store_id, ref)
             raise
