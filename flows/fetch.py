@@ -94,6 +94,7 @@ def _fetch_run_name() -> str:
     flow_run_name=_fetch_run_name,
     task_runner=ThreadPoolTaskRunner(max_workers=MAX_CONCURRENCY),
     validate_parameters=True,
+    persist_result=True,  # a fanning-out sync reads it (flows.fanout), from the result storage both share
 )
 def fetch_image(
     reference: str,

@@ -23,13 +23,13 @@ from ocimirror.config import MirrorConfig, load_config, parse_config
 from ocimirror.errors import ConfigError
 from ocimirror.plan import plan_config
 from ocimirror.prune import apply_prunes, plan_prunes
-from ocimirror.referrers import describe_referrers
 from ocimirror.report import SyncResult
 from ocimirror.store.layout import redact_url
 from tasks.clients import Target
 from tasks.maintenance import store_slot
 
-from .mirroring import MAX_CONCURRENCY, final_state, mirror_planned, summary_artifact
+from .fanout import DEFAULT_DEPLOYMENT, fan_out_planned
+from .mirroring import MAX_CONCURRENCY, final_state, log_plan, mirror_planned, summary_artifact
 
 
 def load(config: MirrorConfig | dict[str, Any] | str) -> MirrorConfig:
@@ -65,10 +65,17 @@ def _run_name() -> str:
     task_runner=ThreadPoolTaskRunner(max_workers=MAX_CONCURRENCY),
     validate_parameters=False,
 )
-def mirror_sync(config: MirrorConfig | dict[str, Any] | str, dry_run: bool = False) -> State[Any]:
+def mirror_sync(
+    config: MirrorConfig | dict[str, Any] | str,
+    dry_run: bool = False,
+    fan_out: bool | None = None,
+    deployment: str = DEFAULT_DEPLOYMENT,
+) -> State[Any]:
     """Mirror every image of ``config``: a MirrorConfig, its dict or JSON form, or a path to its YAML file.
 
-    With ``dry_run`` the plan is returned and shown as an artifact, and nothing is written.
+    With ``dry_run`` the plan is returned and shown as an artifact, and nothing is written. With
+    ``fan_out`` (default: the config's ``fan_out``) each changed image runs as a run of ``deployment``
+    (``flow/deployment``) on that deployment's work pool, instead of in this run (``flows.fanout``).
     """
     logger = get_run_logger()
     config = load(config)
@@ -79,15 +86,16 @@ def mirror_sync(config: MirrorConfig | dict[str, Any] | str, dry_run: bool = Fal
     if dry_run:
         names = [name for plan in prunes for name in plan.names]
         result = SyncResult(dry_run=True, images=[image.outcome() for image in planned], pruned=names)
-        for image in planned:
-            found = describe_referrers(image.referrers) if image.referrers else ""
-            logger.info("plan: %s %s %s", image.status, image.name, image.error or found)
+        log_plan(logger, planned)
         for name in names:
             logger.info("plan: prune %s", name)
         create_markdown_artifact(key="mirror-sync-plan", markdown=_plan_markdown(result), description="Dry-run plan")
         return Completed(message=f"dry run: {result.summary()}", data=result)
     with store_slot(config.store):  # never at the same time as maintenance (gc, repair) of this store
-        result = mirror_planned(planned, target, logger)
+        if config.fan_out if fan_out is None else fan_out:
+            result = fan_out_planned(planned, target, logger, deployment)
+        else:
+            result = mirror_planned(planned, target, logger)
         result = result.model_copy(update={"pruned": apply_prunes(store, prunes, result.images)})
     for name in result.pruned:
         logger.info("pruned %s", name)

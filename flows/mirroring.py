@@ -78,30 +78,15 @@ class _ProgressArtifact:
 
 def mirror_planned(planned: Sequence[PlannedImage], target: Target, logger: RunLogger) -> SyncResult:
     """Fetch and tag every planned image of ``planned`` as task runs of the current flow run."""
-    for image in planned:
-        detail = short(image.root.digest) if image.root else image.error
-        found = f", {describe_referrers(image.referrers)}" if image.referrers else ""
-        logger.info("plan: %s %s %s%s", image.status, image.name, detail, found)
+    log_plan(logger, planned)
     to_fetch = sum(1 for image in planned if image.status == "planned")
     if not to_fetch:
         return SyncResult(images=[image.outcome() for image in planned])
 
     def finished(outcome: ImageOutcome) -> None:
-        if outcome.result is not None:
-            r = outcome.result
-            logger.info(
-                "%s tagged as %s: %d fetched (%s), %d already present, %.1f s",
-                outcome.reference,
-                short(r.digest),
-                r.blobs_fetched,
-                human_size(r.bytes_fetched),
-                r.blobs_present,
-                r.duration_seconds,
-            )
-            # Each image's table while the others still fetch: the API calls overlap with the transfers.
-            artifacts.append(reporter.submit(contextvars.copy_context().run, _tree_artifact, outcome))
-        else:
-            logger.error("%s failed: %s", outcome.reference, outcome.error)
+        log_outcome(logger, outcome)
+        if outcome.result is not None:  # its table while the others still fetch: the API calls overlap
+            artifacts.append(reporter.submit(contextvars.copy_context().run, tree_artifact, outcome))
 
     unsubscribe = progress.subscribe(_ProgressArtifact(to_fetch))
     runner = PrefectRunner(target)
@@ -118,7 +103,34 @@ def mirror_planned(planned: Sequence[PlannedImage], target: Target, logger: RunL
     return result
 
 
-def _tree_artifact(outcome: ImageOutcome) -> None:
+def log_plan(logger: RunLogger, planned: Sequence[PlannedImage]) -> None:
+    """One log line per image of the plan: its status and digest (and referrers found), or why it failed."""
+    for image in planned:
+        detail = short(image.root.digest) if image.root else image.error
+        found = f", {describe_referrers(image.referrers)}" if image.referrers else ""
+        logger.info("plan: %s %s %s%s", image.status, image.name, detail, found)
+
+
+def log_outcome(logger: RunLogger, outcome: ImageOutcome) -> None:
+    """One log line for an image as it completes: what was fetched, or why it failed."""
+    if outcome.result is not None:
+        r = outcome.result
+        logger.info(
+            "%s tagged as %s: %d fetched (%s), %d already present, %.1f s",
+            outcome.reference,
+            short(r.digest),
+            r.blobs_fetched,
+            human_size(r.bytes_fetched),
+            r.blobs_present,
+            r.duration_seconds,
+        )
+    elif outcome.status == "fetched":
+        logger.info("%s tagged as %s", outcome.reference, short(outcome.source_digest or ""))
+    else:
+        logger.error("%s failed: %s", outcome.reference, outcome.error)
+
+
+def tree_artifact(outcome: ImageOutcome) -> None:
     """The table of every descriptor of a fetched image: what was fetched and what was already there."""
     result = outcome.result
     assert result is not None

@@ -112,6 +112,12 @@ class RegistrySettings(_Strict):
     insecure: bool = Field(default=False, description="Allow plain HTTP and unverified TLS for this host.")
     ca_bundle: str | None = Field(default=None, description="PEM file of CAs to trust for this host.")
     credentials: CredentialsRef | None = None
+    max_requests_per_second: Annotated[float, Field(gt=0)] | None = Field(
+        default=None, description="Requests a second to this host, across every worker of the sync."
+    )
+    max_parallel_fetches: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Transfers of this registry's content in flight at once, across every worker."
+    )
 
     @field_validator("mirrors")
     @classmethod
@@ -128,6 +134,8 @@ class RegistrySettings(_Strict):
             ca_bundle=self.ca_bundle,
             credentials=credentials,
             max_connections=max_connections,
+            max_requests_per_second=self.max_requests_per_second,
+            max_parallel_fetches=self.max_parallel_fetches,
         )
 
 
@@ -242,6 +250,11 @@ class MirrorConfig(_Strict):
     referrers: bool | list[MediaType] = Field(
         default=False,
         description="Default for images: mirror referrers (true: all; a list: those artifact types; false: none).",
+    )
+    fan_out: bool = Field(
+        default=False,
+        description="With Prefect: run each changed image as a run of the fetch-image deployment, on the "
+        "deployment's work pool, instead of in the sync's own run.",
     )
 
     @field_validator("platforms")

@@ -150,3 +150,7 @@ class SyncFailed(OcimirrorError):
         lines = "\n".join(f"  {image.reference}: {image.error}" for image in failed)
         super().__init__(f"{len(failed)} of {len(result.images)} image(s) failed:\n{lines}")
         self.result = result
+
+    def __reduce__(self) -> tuple[type[SyncFailed], tuple[SyncResult]]:
+        """Pickled with its result (Prefect persists a failed run's exception so a parent run can read it)."""
+        return (SyncFailed, (self.result,))

@@ -15,18 +15,26 @@ from .mirror import Mirror
 from .plan import ImageRequest, PlannedImage, plan, plan_config
 from .prune import apply_prunes, plan_prunes
 from .remotes import Registry, RegistryConfig
+from .remotes.budget import LocalBudget, RequestBudget
 from .report import ImageOutcome, SyncResult
 from .store import LayoutStore, open_store
 from .work import LocalRunner
 
 
 def open_registry(
-    registries: dict[str, RegistrySettings], max_connections: int, read_secret: SecretReader = read_env_secret
+    registries: dict[str, RegistrySettings],
+    max_connections: int,
+    read_secret: SecretReader = read_env_secret,
+    budget: RequestBudget | None = None,
 ) -> Registry:
-    """A registry client for these per-host settings, with pools of ``max_connections`` for every host."""
+    """A registry client for these per-host settings, with pools of ``max_connections`` for every host.
+
+    Registries with a request budget in their settings draw from ``budget``; by default one of this
+    process only (:class:`~.remotes.budget.LocalBudget`)."""
     return Registry(
         registry_configs(registries, read_secret, max_connections),
         default_config=RegistryConfig(max_connections=max_connections),
+        budget=budget or LocalBudget(),
     )
 
 

@@ -20,6 +20,8 @@ from ocimirror.remotes import Registry
 from ocimirror.store import LayoutStore
 from ocimirror.sync import open_registry, open_target
 
+from .budget import BUDGET
+
 
 def read_secret(ref: SecretRef) -> str:
     """A secret's value from an environment variable or a Prefect Secret block."""
@@ -42,7 +44,8 @@ class Target(BaseModel):
     concurrency: int = 8
 
     def registry(self) -> Registry:
-        """The shared registry client for these settings, with connection pools of ``concurrency``."""
+        """The shared registry client for these settings, with connection pools of ``concurrency``; registries
+        with a request budget draw from the fleet's (``tasks.budget``)."""
         with _building:
             return _registry(_REGISTRIES.dump_json(self.registries).decode(), self.concurrency)
 
@@ -62,7 +65,7 @@ _REGISTRIES = TypeAdapter(dict[str, RegistrySettings])
 
 @lru_cache(maxsize=32)
 def _registry(registries_json: str, concurrency: int) -> Registry:
-    return open_registry(_REGISTRIES.validate_json(registries_json), concurrency, read_secret)
+    return open_registry(_REGISTRIES.validate_json(registries_json), concurrency, read_secret, BUDGET)
 
 
 @lru_cache(maxsize=32)

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 #: Connections kept open per registry host when nothing else is configured.
 DEFAULT_MAX_CONNECTIONS = 8
@@ -52,6 +61,10 @@ class RegistryConfig(BaseModel):
     """Explicit credentials; when unset they come from the environment or Docker's config.json."""
     max_connections: PositiveInt = DEFAULT_MAX_CONNECTIONS
     """Connections kept open to this host; size it to the parallelism of the fetches."""
+    max_requests_per_second: PositiveFloat | None = None
+    """Requests a second this host gets at most, from everyone sharing the client's budget."""
+    max_parallel_fetches: PositiveInt | None = None
+    """Transfers of this registry's content (manifests, blobs, resolves) in flight at once, at most."""
 
     @field_validator("mirrors")
     @classmethod

@@ -99,6 +99,10 @@ class RegistryFetcher:
         return found
 
     def _stream(self, descriptor: Descriptor, offset: int) -> Generator[bytes, None, None]:
+        with self.hosts.transfer(self.ref.registry):
+            yield from self._transfer(descriptor, offset)
+
+    def _transfer(self, descriptor: Descriptor, offset: int) -> Generator[bytes, None, None]:
         source, response, skip = self._open_first(descriptor, offset)
         position = offset
         template = self.hosts.retry

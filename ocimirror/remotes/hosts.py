@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -24,6 +25,7 @@ import requests
 from urllib3.util.retry import Retry
 
 from ..errors import NotFound, PermanentError, TransientError
+from .budget import RequestBudget, Unlimited
 from .config import RegistryConfig
 from .credentials import lookup_credentials
 from .policy import (
@@ -82,12 +84,18 @@ def first_available(candidates: Sequence[C], attempt: Callable[[C], R]) -> R:
     return attempt(candidates[-1])
 
 
+def settings_key(host: str) -> str:
+    """The key of ``host``'s settings and budget: Docker Hub's spellings and API host are ``docker.io``."""
+    return DOCKER_HUB if host.lower() in DOCKER_HUB_ALIASES else host
+
+
 class RegistryHosts:
     """Settings, endpoints and transports of every registry host a client talks to.
 
     ``configs`` maps hosts (``docker.io``, ``127.0.0.1:5000``, a mirror's host) to settings; other hosts get
     ``default_config``. ``address_lookup`` turns ``host[:port]`` into its IP addresses for the redirect
-    rule (see :meth:`leads_inward`); it defaults to the system resolver.
+    rule (see :meth:`leads_inward`); it defaults to the system resolver. ``budget`` admits requests and
+    transfers to hosts whose settings limit them (``max_requests_per_second``, ``max_parallel_fetches``).
     """
 
     def __init__(
@@ -100,8 +108,10 @@ class RegistryHosts:
         environ: Mapping[str, str] | None = None,
         docker_config: Path | None = None,
         address_lookup: Callable[[str], Sequence[Address]] = addresses_of,
+        budget: RequestBudget | None = None,
     ) -> None:
         self.configs = dict(configs or {})
+        self.budget: RequestBudget = budget or Unlimited()
         self.default_config = default_config or RegistryConfig()
         self.retry = retry if retry is not None else make_retry()
         self.timeout = timeout
@@ -121,9 +131,26 @@ class RegistryHosts:
 
     def config_for(self, host: str) -> RegistryConfig:
         """The settings of ``host`` (Docker Hub's API host shares ``docker.io``'s), defaults if none."""
-        if host.lower() in DOCKER_HUB_ALIASES:
-            host = DOCKER_HUB
-        return self.configs.get(host) or self.default_config
+        return self.configs.get(settings_key(host)) or self.default_config
+
+    @contextmanager
+    def transfer(self, registry: str) -> Iterator[None]:
+        """Hold one of ``registry``'s transfer slots (``max_parallel_fetches``) for the block, if it has a
+        limit. Held by whoever reads content, from the first request until the last byte is read, also
+        while that content comes from a mirror: the limit is on how much of the registry's content moves."""
+        parallel = self.config_for(registry).max_parallel_fetches
+        if parallel is None:
+            yield
+            return
+        with self.budget.fetch(settings_key(registry), parallel):
+            yield
+
+    def _admit(self, url: str) -> None:
+        """Wait for the budget of ``url``'s host (``max_requests_per_second``), if it has one."""
+        host = urlsplit(url).netloc
+        per_second = self.config_for(host).max_requests_per_second
+        if per_second is not None:
+            self.budget.request(settings_key(host), per_second)
 
     def endpoints(self, registry: str) -> list[Endpoint]:
         """Where ``registry``'s content is read from, in order: its mirrors, then the registry itself.
@@ -201,6 +228,7 @@ class RegistryHosts:
         Error statuses become typed errors naming ``subject``.
         """
         origin = origin_of(url)
+        self._admit(url)
         response = self.transport(origin).send(
             method, url, subject=subject, scope=scope, authenticate=authenticate, headers=headers
         )
@@ -217,6 +245,7 @@ class RegistryHosts:
                     f"{origin_of(url)} refused"
                 )
             log.debug("%s: redirected to %s", subject, origin_of(url))
+            self._admit(url)
             response = self.transport(origin_of(url)).send(
                 method,
                 url,

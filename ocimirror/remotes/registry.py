@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from pydantic import ValidationError
@@ -31,6 +31,7 @@ from ..errors import (
 )
 from ..jsonlimits import decode_json
 from .auth import repository_scope
+from .budget import RequestBudget
 from .config import RegistryConfig
 from .fetcher import CHUNK_SIZE, RegistryFetcher
 from .hosts import Endpoint, RegistryHosts, first_available
@@ -62,6 +63,7 @@ class Registry:
     layers from their ``urls``. ``address_lookup`` resolves ``host[:port]`` for the redirect rule (see
     :meth:`.hosts.RegistryHosts.leads_inward`). ``max_list_pages`` and ``max_list_entries`` bound tag lists
     and catalogs, ``max_referrer_pages`` a referrers listing (see the constants of the same names).
+    ``budget`` admits requests to hosts with limits (see :mod:`.budget`).
     Use as a context manager, or call :meth:`close`, to release pooled connections.
     """
 
@@ -79,6 +81,7 @@ class Registry:
         max_list_pages: int = MAX_LIST_PAGES,
         max_list_entries: int = MAX_LIST_ENTRIES,
         max_referrer_pages: int = MAX_REFERRER_PAGES,
+        budget: RequestBudget | None = None,
     ) -> None:
         self.hosts = RegistryHosts(
             configs,
@@ -88,6 +91,7 @@ class Registry:
             environ=environ,
             docker_config=docker_config,
             address_lookup=address_lookup,
+            budget=budget,
         )
         self.allow_foreign_urls = allow_foreign_urls
         self.max_list_pages = max_list_pages
@@ -111,7 +115,8 @@ class Registry:
         all are present; otherwise GETs the document (at most 4 MiB) and hashes it. A digest reference is
         verified against what the registry says or sends.
         """
-        return first_available(self.hosts.endpoints(ref.registry), lambda endpoint: self._resolve_at(endpoint, ref))
+        with self.hosts.transfer(ref.registry):
+            return first_available(self.hosts.endpoints(ref.registry), lambda endpoint: self._resolve_at(endpoint, ref))
 
     def _resolve_at(self, endpoint: Endpoint, ref: Reference) -> Descriptor:
         subject = f"{endpoint.describe()} repository {ref.repository} reference {ref.object}"
@@ -205,7 +210,10 @@ class Registry:
                 raise PermanentError(f"{subject}: more than {max_pages} pages; the registry keeps linking on")
             read.add(url)
             headers = {"Accept": accept}
-            with self.hosts.request("GET", url, subject=subject, scope=scope, headers=headers) as response:
+            with (
+                self.hosts.transfer(urlsplit(url).netloc),  # a page is a transfer of the registry's content
+                self.hosts.request("GET", url, subject=subject, scope=scope, headers=headers) as response,
+            ):
                 body = _read_json(response, subject)
                 link = response.links.get("next", {}).get("url")
                 page_headers = response.headers

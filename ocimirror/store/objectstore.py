@@ -87,16 +87,20 @@ class _SinglePut:
     """A blob that fits in one part: kept in memory (at most ``PART_SIZE``) and sent in one request on
     ``complete``. Nothing reaches the service before, so aborting only drops the buffer."""
 
-    def __init__(self, fs: AbstractFileSystem, key: str) -> None:
+    def __init__(self, fs: AbstractFileSystem, key: str, exclusive: bool) -> None:
         self._fs = fs
         self._key = key
+        self._exclusive = exclusive
         self._buffer = bytearray()
 
     def write(self, chunk: bytes) -> None:
         self._buffer += chunk
 
     def complete(self) -> None:
-        self._fs.pipe_file(self._key, bytes(self._buffer))
+        if self._exclusive:
+            self._fs.pipe_file(self._key, bytes(self._buffer), mode="create")
+        else:
+            self._fs.pipe_file(self._key, bytes(self._buffer))
 
     def abort(self) -> None:
         self._buffer = bytearray()
@@ -105,10 +109,10 @@ class _SinglePut:
 class _PartUpload:
     """A larger blob: an S3 multipart or GCS resumable upload through the fsspec file, one part buffered."""
 
-    def __init__(self, fs: AbstractFileSystem, key: str) -> None:
+    def __init__(self, fs: AbstractFileSystem, key: str, exclusive: bool) -> None:
         # autocommit=False: the fsspec file never completes the upload on its own (not on close, not when
         # garbage collected); only ``complete`` does, after verification.
-        self._file = fs.open(key, "wb", block_size=PART_SIZE, autocommit=False)
+        self._file = fs.open(key, "xb" if exclusive else "wb", block_size=PART_SIZE, autocommit=False)
 
     def write(self, chunk: bytes) -> None:
         self._file.write(chunk)
@@ -133,7 +137,7 @@ class ObjectBlobWriter:
     Always end with ``commit`` or ``close``: ``close`` without a successful ``commit`` aborts the upload.
     """
 
-    def __init__(self, backend: ObjectStoreBackend, ref: str, descriptor: Descriptor) -> None:
+    def __init__(self, backend: ObjectStoreBackend, ref: str, descriptor: Descriptor, replace: bool = False) -> None:
         self.ref = ref
         self.descriptor = descriptor
         self._backend = backend
@@ -142,7 +146,7 @@ class ObjectBlobWriter:
         # Most blobs of an image (manifests, configs, small layers) fit in one part: one request instead
         # of the three (S3) or two (GCS) requests of an upload session.
         upload = _SinglePut if descriptor.size <= PART_SIZE else _PartUpload
-        self._upload = upload(backend.fs, key)
+        self._upload = upload(backend.fs, key, backend.exclusive_create and not replace)
         self._finished = False
         self.started_at = self.updated_at = datetime.now(UTC)
 
@@ -166,6 +170,11 @@ class ObjectBlobWriter:
         try:
             self._verifier.verify()
             self._upload.complete()
+        except FileExistsError:
+            # Another writer (another process or machine) completed the same digest first: its object is
+            # the very same verified content, and it stays the one commit of it.
+            self._upload.abort()
+            raise AlreadyExists(f"{self.descriptor.digest} was committed by another writer meanwhile") from None
         except BaseException:
             self._upload.abort()
             raise
@@ -200,6 +209,10 @@ class ObjectStoreBackend(ABC):
     """What S3 and GCS share: keys under the root, blob writers and their statuses, and a read-modify-write
     loop over a conditional write that each service provides."""
 
+    #: Whether a blob upload completes only if its key is still absent (S3's ``If-None-Match: *``), so that
+    #: of two machines uploading the same blob at once exactly one commits it and the other finds it there.
+    exclusive_create = False
+
     def __init__(self, fs: AbstractFileSystem, root: str) -> None:
         # Other processes and machines write the same bucket, so a cached listing goes stale unseen: fsspec
         # would then report a blob committed elsewhere as absent (or a removed one as present). Listings are
@@ -221,13 +234,18 @@ class ObjectStoreBackend(ABC):
         Waits while another writer of ``ref`` is open in this process. Raises ``AlreadyExists`` if the blob
         is committed (one HEAD or metadata GET); a blob of the wrong size counts as absent and is rewritten.
         With ``replace`` a committed blob is overwritten too: the completed upload replaces the object whole.
+        Otherwise, where the service can (``exclusive_create``), the upload completes only if the key is still
+        absent; if another process or machine committed the digest meanwhile, ``commit`` raises
+        ``AlreadyExists`` (as containerd's ``Commit`` does) and that first object stays the one commit.
         """
         key = self.key(blob_path(descriptor.digest))
         _INGESTS.claim(self._store_id, ref)
         try:
-            if not replace and self.committed_size(key) == descriptor.size:
+            size = self.committed_size(key)
+            if not replace and size == descriptor.size:
                 raise AlreadyExists(f"{descriptor.digest} is already committed")
-            writer = ObjectBlobWriter(self, ref, descriptor)
+            # An object of the wrong size is damage to overwrite; only an absent key is created exclusively.
+            writer = ObjectBlobWriter(self, ref, descriptor, replace=replace or size is not None)
         except BaseException:
             _INGESTS.release(self._store_id, ref)
             raise

@@ -13,7 +13,10 @@ from .objectstore import ObjectStoreBackend, VersionConflict
 
 
 class S3Backend(ObjectStoreBackend):
-    """S3: the ETag is the version; ``If-Match`` replaces, ``If-None-Match: *`` creates."""
+    """S3: the ETag is the version; ``If-Match`` replaces, ``If-None-Match: *`` creates (index.json and
+    blobs alike)."""
+
+    exclusive_create = True
 
     def abandoned_ingests(self, cutoff: datetime) -> list[AbandonedIngest]:
         """Multipart uploads under the store initiated before ``cutoff`` (ListMultipartUploads, paginated);
