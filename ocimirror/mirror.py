@@ -55,9 +55,7 @@ class _Node:
     waiters: list[_Image] = field(default_factory=list)
     state: str = "probing"  # probing -> queued -> running -> done | failed
     children: tuple[Descriptor, ...] = ()
-    fetched: bool = False
     transferred: int = 0
-    streamed: int = 0
     damaged: bool = False  # present, but the stored copy does not hash to its name
 
 
@@ -119,6 +117,8 @@ class Mirror:
         self._unprobed: list[_Node] = []
         self._stop = threading.Event()
         self._last_progress = 0.0
+        self._streamed: dict[str, int] = {}
+        self._streamed_lock = threading.Lock()
         self._lease: Lease | None = None
 
     # -- the transfers registry's Watcher ------------------------------------------------------------
@@ -127,8 +127,10 @@ class Mirror:
         return self._stop.is_set()
 
     def transferred(self, digest: str, size: int) -> None:
-        if size:
-            self._events.put(lambda: self._streamed(digest, size))
+        """Count bytes in flight (called per chunk from worker threads): a sum under a lock, read when
+        progress is published, so the engine's loop is not woken for every chunk."""
+        with self._streamed_lock:
+            self._streamed[digest] = self._streamed.get(digest, 0) + size
 
     def cancel(self) -> None:
         """Stop every transfer of this run within a chunk; running units end with TransferCancelled."""
@@ -326,7 +328,7 @@ class Mirror:
             self._node_failed(by_digest[descriptor.digest], error)
 
     def _node_done(self, node: _Node, item: Fetched, fetched: bool) -> None:
-        node.state, node.children, node.fetched, node.transferred = "done", item.children, fetched, item.transferred
+        node.state, node.children, node.transferred = "done", item.children, item.transferred
         waiters, node.waiters = node.waiters, []
         for position, image in enumerate(waiters):
             self._deliver(node, image, fetched_here=fetched and position == 0)
@@ -413,20 +415,19 @@ class Mirror:
             self._on_image(self._outcome(image))
 
     # -- progress and results -----------------------------------------------------------------------
-    def _streamed(self, digest: str, size: int) -> None:
-        node = self._nodes.get(digest)
-        if node is not None and node.state == "running":
-            node.streamed += size
-
     def _publish_progress(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._last_progress < PROGRESS_INTERVAL_SECONDS:
             return
         self._last_progress = now
+        with self._streamed_lock:
+            streamed = dict(self._streamed)
         for image in self._images:
             nodes = [self._nodes.get(digest) for digest in image.seen]  # dropped nodes are gone
             in_flight = sum(
-                min(node.streamed, node.descriptor.size) for node in nodes if node and node.state == "running"
+                min(streamed.get(node.descriptor.digest, 0), node.descriptor.size)
+                for node in nodes
+                if node and node.state == "running"
             )
             progress.publish(
                 progress.Progress(

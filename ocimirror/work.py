@@ -24,7 +24,7 @@ from .plan import PlannedImage
 from .pull import tag_image
 from .referrers import record_referrers
 from .remotes.reference import Reference
-from .report import describe, describe_error
+from .report import describe, describe_error, human_size
 from .retry import call_with_retries
 from .store import LayoutStore
 
@@ -48,10 +48,6 @@ class BatchFailed(OcimirrorError):
         super().__init__(f"{len(failures)} of {len(fetched) + len(failures)} blob(s) failed: {lines}")
         self.fetched = list(fetched)
         self.failures = list(failures)
-
-    @property
-    def transient(self) -> bool:
-        return all(is_transient(error) for _, error in self.failures)
 
 
 class TransientBatchFailed(BatchFailed, TransientError):
@@ -83,9 +79,8 @@ def fetch_descriptors(
         except Exception as error:  # noqa: BLE001 - every failure is reported, by descriptor
             failures.append((descriptor, error))
     if failures:
-        raise (TransientBatchFailed if all(is_transient(e) for _, e in failures) else PermanentBatchFailed)(
-            fetched, failures
-        )
+        transient = all(is_transient(error) for _, error in failures)
+        raise (TransientBatchFailed if transient else PermanentBatchFailed)(fetched, failures)
     return fetched
 
 
@@ -99,8 +94,6 @@ class FetchUnit:
 
     def describe(self) -> str:
         """``manifest linux/amd64 sha256:1a2b3c4d 1.2 kB`` for one, ``12 blobs 1.4 MB`` for a batch."""
-        from .report import human_size
-
         if len(self.descriptors) == 1:
             return describe(self.descriptors[0])
         return f"{len(self.descriptors)} blobs {human_size(sum(d.size for d in self.descriptors))}"
